@@ -1,0 +1,153 @@
+"""Bundles: the only contract between ``train/`` and the device.
+
+A bundle is a TorchScript file holding a ``TaskModel`` (filterbank + network + output
+activation) with a JSON card in its extra files. Loading checks the format version, the
+front-end parameters and the sha256 of the weights before anything runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from edgemir.errors import UserError
+from edgemir.frontend import FRONTEND_CARD, FeatureBank
+from edgemir.labels import PITCH_BINS, TASKS
+
+FORMAT_VERSION = 1
+CARD_NAME = "card.json"
+SUFFIX = ".ts"
+
+
+class TaskModel(nn.Module):
+    """What a bundle runs: ``features`` (spectra [T, bins] -> [F, T]) and ``forward``
+    (features [1, F, T] + recurrent state -> probabilities [1, C, T - rf + 1] + state)."""
+
+    def __init__(self, bank: FeatureBank, net: nn.Module, activation: str, state_size: int = 0) -> None:
+        super().__init__()
+        self.bank = bank
+        self.net = net
+        self.activation = activation
+        self.state_size = state_size
+
+    @torch.jit.export
+    def features(self, spec: Tensor) -> Tensor:
+        return self.bank(spec)
+
+    @torch.jit.export
+    def initial_state(self) -> Tensor:
+        if self.state_size > 0:
+            return torch.zeros(1, 1, self.state_size)
+        return torch.zeros(0)
+
+    def forward(self, feats: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        y, state = self.net(feats, state)
+        if self.activation == "softmax":
+            y = torch.softmax(y, dim=1)
+        elif self.activation == "sigmoid":
+            y = torch.sigmoid(y)
+        return y, state
+
+
+def activation_for(task: str) -> str:
+    return "softmax" if task in ("chord", "instrument") else "sigmoid"
+
+
+def weights_sha256(module: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_bundle(model: TaskModel, card: dict, path: Path) -> Path:
+    """Script the model and write it with its card (sha256 and format version filled in)."""
+    scripted = torch.jit.script(model.eval())
+    card = dict(card)
+    card["format_version"] = FORMAT_VERSION
+    card["frontend"] = dict(FRONTEND_CARD)
+    card["weights_sha256"] = weights_sha256(scripted)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.save(scripted, str(path), _extra_files={CARD_NAME: json.dumps(card, indent=1)})
+    return path
+
+
+def read_card(path: Path) -> dict:
+    """The card only (no model load): for listing installed bundles quickly."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            name = next(n for n in z.namelist() if n.endswith("extra/" + CARD_NAME))
+            return json.loads(z.read(name))
+    except (OSError, zipfile.BadZipFile, StopIteration, json.JSONDecodeError, KeyError) as e:
+        raise UserError(f"{path}: not a readable edgemir bundle ({type(e).__name__})") from None
+
+
+@dataclass
+class Bundle:
+    path: Path
+    card: dict
+    module: torch.jit.ScriptModule
+
+    @property
+    def task(self) -> str:
+        return self.card["task"]
+
+
+def load_bundle(path: Path) -> Bundle:
+    """Load and verify a bundle; every failure is a one-line UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: bundle not found")
+    extra = {CARD_NAME: ""}
+    try:
+        data = path.read_bytes()
+        module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
+    except Exception as e:  # torch raises many types for corrupt archives
+        msg = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: corrupt or truncated bundle ({msg})") from None
+    try:
+        card = json.loads(extra[CARD_NAME])
+    except json.JSONDecodeError:
+        raise UserError(f"{path}: bundle has no readable card") from None
+    if not isinstance(card, dict) or card.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path}: bundle format version {card.get('format_version') if isinstance(card, dict) else '?'}"
+                        f" is not supported (this edgemir reads version {FORMAT_VERSION})")
+    if card.get("task") not in TASKS:
+        raise UserError(f"{path}: unknown task {card.get('task')!r} in card")
+    if card.get("frontend") != FRONTEND_CARD:
+        raise UserError(f"{path}: front-end parameters {card.get('frontend')} differ from this engine's {FRONTEND_CARD}")
+    if weights_sha256(module) != card.get("weights_sha256"):
+        raise UserError(f"{path}: weights do not match the card's sha256 (tampered or damaged bundle)")
+    for key in ("receptive_field", "lookahead", "labels"):
+        if key not in card:
+            raise UserError(f"{path}: card lacks {key!r}")
+    return Bundle(path, card, module)
+
+
+def find_bundles(models_dir: Path | None, tasks: list[str]) -> dict[str, Path]:
+    """The bundle per task: first in ``models_dir``, then in the package's ``edgemir/models/``."""
+    dirs = ([Path(models_dir)] if models_dir else []) + [Path(__file__).parent / "models"]
+    if models_dir and not Path(models_dir).is_dir():
+        raise UserError(f"{models_dir}: models folder not found")
+    found: dict[str, Path] = {}
+    for d in dirs:
+        for p in sorted(d.glob("*" + SUFFIX)):
+            try:
+                t = read_card(p).get("task")
+            except UserError:
+                t = p.name.split(".")[0].split("-")[0]  # reported when loaded
+            if t in tasks and t not in found:
+                found[t] = p
+    return found
+
+
+assert PITCH_BINS == 360

@@ -1,0 +1,222 @@
+"""Decoders: per-frame network outputs -> musical events. All are streaming (stateful, causal
+up to a small documented delay), so live and offline analysis decode identically."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES, FRAME_RATE, PITCH_BINS, PITCH_CENTS_PER_BIN, PITCH_FMIN
+
+
+@dataclass
+class Event:
+    t: float  # seconds, on the audio timeline
+    task: str
+    value: object
+    confidence: float
+    frame: int = 0  # frame index whose audio decided the event (for latency accounting)
+    extra: dict = field(default_factory=dict)
+
+
+def frame_time(i: int) -> float:
+    return i / FRAME_RATE
+
+
+class Decoder:
+    """Base: ``push(probs [C, K], first_frame, levels_db [K])`` -> events; ``finish()`` -> events."""
+
+    task = ""
+    delay_frames = 0  # extra frames the decoder waits before deciding
+
+    def push(self, probs: np.ndarray, first: int, levels: np.ndarray) -> list[Event]:
+        raise NotImplementedError
+
+    def finish(self) -> list[Event]:
+        return []
+
+
+class PitchDecoder(Decoder):
+    """Weighted average of the salience around its peak; voicing from the voicing output.
+
+    Unvoiced frames carry the negated estimate (mir_eval's convention)."""
+
+    task = "pitch"
+
+    def __init__(self, threshold: float = 0.5, halfwidth: int = 4) -> None:
+        self.threshold = threshold
+        self.halfwidth = halfwidth
+        self.cents = np.arange(PITCH_BINS) * PITCH_CENTS_PER_BIN
+
+    def push(self, probs, first, levels):
+        sal, voicing = probs[:PITCH_BINS], probs[PITCH_BINS]
+        out = []
+        peaks = np.argmax(sal, axis=0)
+        for k in range(sal.shape[1]):
+            p = peaks[k]
+            lo, hi = max(0, p - self.halfwidth), min(PITCH_BINS, p + self.halfwidth + 1)
+            w = sal[lo:hi, k]
+            c = float(np.sum(w * self.cents[lo:hi]) / (np.sum(w) + 1e-9))
+            f0 = PITCH_FMIN * 2 ** (c / 1200)
+            v = float(voicing[k])
+            out.append(Event(frame_time(first + k), "pitch", f0 if v >= self.threshold else -f0, v, first + k))
+        return out
+
+
+class PeakPicker:
+    """Causal peak picking with a threshold, a local-maximum window and a minimum gap."""
+
+    def __init__(self, threshold: float, window: int = 2, min_gap: int = 3) -> None:
+        self.threshold, self.window, self.min_gap = threshold, window, min_gap
+        self.hist = np.zeros(0, dtype=np.float32)
+        self.first = 0  # frame index of hist[0]
+        self.last = -10**9
+        self._next = 0
+
+    def push(self, act: np.ndarray, first: int) -> list[tuple[int, float]]:
+        if len(self.hist) == 0:
+            self.first = first
+        self.hist = np.concatenate([self.hist, act.astype(np.float32)])
+        return self._decide(final=False)
+
+    def _decide(self, final: bool) -> list[tuple[int, float]]:
+        w, out = self.window, []
+        n = len(self.hist)
+        end = n if final else n - w
+        start = self._next
+        for i in range(start, max(end, start)):
+            a = self.hist[i]
+            if a < self.threshold:
+                continue
+            lo, hi = max(0, i - w), min(n, i + w + 1)
+            if a < self.hist[lo:hi].max() or (i > lo and self.hist[lo:i].max() == a):
+                continue
+            f = self.first + i
+            if f - self.last >= self.min_gap:
+                out.append((f, float(a)))
+                self.last = f
+        self._next = max(end, start)
+        keep = 2 * w
+        if self._next > keep:  # drop decided history, keep context for the window
+            cut = self._next - keep
+            self.hist = self.hist[cut:]
+            self.first += cut
+            self._next -= cut
+        return out
+
+    def finish(self) -> list[tuple[int, float]]:
+        return self._decide(final=True)
+
+
+class OnsetDecoder(Decoder):
+    task = "onset"
+    delay_frames = 2
+
+    def __init__(self, threshold: float = 0.5, min_gap: int = 3) -> None:
+        self.pp = PeakPicker(threshold, 2, min_gap)
+
+    def _events(self, peaks):
+        return [Event(frame_time(f), "onset", a, a, f + self.delay_frames) for f, a in peaks]
+
+    def push(self, probs, first, levels):
+        return self._events(self.pp.push(probs[0], first))
+
+    def finish(self):
+        return self._events(self.pp.finish())
+
+
+class DrumDecoder(Decoder):
+    task = "drums"
+    delay_frames = 2
+
+    def __init__(self, thresholds: tuple[float, ...] = (0.5, 0.5, 0.5), min_gap: int = 3) -> None:
+        self.pps = [PeakPicker(t, 2, min_gap) for t in thresholds]
+
+    def _events(self, c, peaks):
+        return [Event(frame_time(f), "drums", DRUM_CLASSES[c], a, f + self.delay_frames, {"velocity": a})
+                for f, a in peaks]
+
+    def push(self, probs, first, levels):
+        out = []
+        for c, pp in enumerate(self.pps):
+            out += self._events(c, pp.push(probs[c], first))
+        return sorted(out, key=lambda e: e.t)
+
+    def finish(self):
+        out = []
+        for c, pp in enumerate(self.pps):
+            out += self._events(c, pp.finish())
+        return sorted(out, key=lambda e: e.t)
+
+
+class ChordDecoder(Decoder):
+    """Online HMM filtering (sticky transitions) over frame posteriors; an event per change."""
+
+    task = "chord"
+
+    def __init__(self, stay: float = 0.995, min_level_db: float = -70.0) -> None:
+        n = len(CHORDS)
+        self.log_trans = np.log(np.full((n, n), (1 - stay) / (n - 1)))
+        np.fill_diagonal(self.log_trans, np.log(stay))
+        self.belief = np.full(n, -np.log(n))
+        self.current = -1
+        self.min_level_db = min_level_db
+
+    def push(self, probs, first, levels):
+        out = []
+        for k in range(probs.shape[1]):
+            obs = np.log(np.clip(probs[:, k], 1e-6, 1.0))
+            if levels[k] < self.min_level_db:
+                obs = np.log(np.where(np.arange(len(CHORDS)) == 0, 0.9, 0.1 / 24))
+            prior = np.logaddexp.reduce(self.belief[:, None] + self.log_trans, axis=0)
+            b = prior + obs
+            self.belief = b - np.logaddexp.reduce(b)
+            best = int(np.argmax(self.belief))
+            if best != self.current:
+                self.current = best
+                out.append(Event(frame_time(first + k), "chord", CHORDS[best], float(np.exp(self.belief[best])), first + k))
+        return out
+
+
+class InstrumentDecoder(Decoder):
+    """Family posteriors averaged over the sounding frames of a sliding window."""
+
+    task = "instrument"
+
+    def __init__(self, window_s: float = 2.0, every_s: float = 0.5, min_level_db: float = -60.0) -> None:
+        self.window = int(window_s * FRAME_RATE)
+        self.every = int(every_s * FRAME_RATE)
+        self.min_level_db = min_level_db
+        self.buf: list[np.ndarray] = []
+        self.count = 0
+        self.total = np.zeros(len(FAMILIES))
+        self.windows: dict[int, np.ndarray] = {}  # 4-s window index -> summed posteriors
+
+    def summary(self, window_s: float = 4.0) -> tuple[str | None, list[tuple[float, float, str]]]:
+        """Whole-stream family and per-window (start, end, family) labels of what was heard."""
+        whole = FAMILIES[int(np.argmax(self.total))] if self.total.any() else None
+        segs = [(i * window_s, (i + 1) * window_s, FAMILIES[int(np.argmax(v))]) for i, v in sorted(self.windows.items())]
+        return whole, segs
+
+    def push(self, probs, first, levels):
+        out = []
+        for k in range(probs.shape[1]):
+            self.count += 1
+            if levels[k] >= self.min_level_db:
+                self.buf.append(probs[:, k])
+                self.total += probs[:, k]
+                w = int(frame_time(first + k) // 4.0)
+                self.windows[w] = self.windows.get(w, 0) + probs[:, k]
+                self.buf = self.buf[-self.window:]
+            if self.count % self.every == 0 and self.buf:
+                m = np.mean(self.buf, axis=0)
+                i = int(np.argmax(m))
+                out.append(Event(frame_time(first + k), "instrument", FAMILIES[i], float(m[i]), first + k,
+                                 {"posteriors": m.round(4).tolist()}))
+        return out
+
+
+def make_decoder(task: str, **kw) -> Decoder:
+    return {"pitch": PitchDecoder, "onset": OnsetDecoder, "drums": DrumDecoder, "chord": ChordDecoder,
+            "instrument": InstrumentDecoder}[task](**kw)

@@ -1,0 +1,126 @@
+"""The engine: audio samples -> shared STFT -> each task's model on its context -> decoders -> events.
+
+One code path for live, paced-file and unpaced (offline/evaluation) analysis: every caller
+pushes sample blocks and receives events. Models run on blocks of ``block`` new frames with
+``receptive_field - 1`` frames of cached feature context, which gives exactly the batch outputs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from edgemir.decoders import Decoder, Event, make_decoder
+from edgemir.frontend import N_BINS, N_FFT, StreamingSTFT
+from edgemir.labels import FRAME_RATE, HOP, SAMPLE_RATE
+
+
+class TaskRunner:
+    """One task: feature context, model state and decoder."""
+
+    def __init__(self, task: str, module, card: dict, decoder: Decoder | None = None, block: int = 4) -> None:
+        self.task = task
+        self.module = module
+        self.card = card
+        self.rf = int(card["receptive_field"])
+        self.la = int(card["lookahead"])
+        self.block = max(1, block)
+        self.decoder = decoder or make_decoder(task)
+        with torch.no_grad():
+            silence = module.features(torch.zeros(1, N_BINS))  # [F, 1]
+            self.state = module.initial_state()
+        self.silence = silence
+        self.ctx = silence.repeat(1, self.rf - 1 - self.la)  # left context before the first frame
+        self.pending = 0  # new frames in ctx not yet run
+        self.next_out = 0  # index of the next output frame
+        self.levels: list[float] = []
+        self.compute_s: list[float] = []
+
+    def push(self, spec: torch.Tensor, levels: np.ndarray, final: bool = False) -> list[Event]:
+        with torch.no_grad():
+            if spec.shape[0]:
+                f = self.module.features(spec)
+                self.ctx = torch.cat([self.ctx, f], dim=1)
+                self.pending += spec.shape[0]
+                self.levels.extend(levels.tolist())
+            if final:  # right context of silence so the last frames get outputs
+                self.ctx = torch.cat([self.ctx, self.silence.repeat(1, self.la)], dim=1)
+            ready = self.ctx.shape[1] - (self.rf - 1)
+            if ready <= 0 or (ready < self.block and not final):
+                return []
+            t0 = time.perf_counter()
+            y, self.state = self.module(self.ctx.unsqueeze(0), self.state)
+            self.ctx = self.ctx[:, ready:]
+        probs = y[0].numpy()
+        lv = np.asarray(self.levels[:ready])
+        self.levels = self.levels[ready:]
+        events = self.decoder.push(probs, self.next_out, lv)
+        self.compute_s.append(time.perf_counter() - t0)
+        self.next_out += ready
+        if final:
+            events += self.decoder.finish()
+        return events
+
+
+@dataclass
+class Stats:
+    hops: int = 0
+    dropped_hops: int = 0
+    xruns: int = 0
+    compute_ms: list[float] = field(default_factory=list)  # per block, all tasks together
+    latency_ms: list[float] = field(default_factory=list)  # audio-to-event, per event
+
+    def percentile(self, xs: list[float], q: float) -> float:
+        return float(np.percentile(xs, q)) if xs else float("nan")
+
+
+class Engine:
+    """Push samples (mono float32 at 16 kHz) and get events back, in audio-time order per task."""
+
+    def __init__(self, runners: list[TaskRunner]) -> None:
+        self.runners = runners
+        self.stft = StreamingSTFT()
+        self.frames = 0
+        self.stats = Stats()
+        self.level_db = -120.0
+
+    @property
+    def algorithmic_latency_s(self) -> dict[str, float]:
+        """Per task: window half + model look-ahead + decoder delay + block wait (no compute)."""
+        return {r.task: (N_FFT // 2) / SAMPLE_RATE + (r.la + r.decoder.delay_frames + r.block - 1) / FRAME_RATE
+                for r in self.runners}
+
+    def push(self, samples: np.ndarray, final: bool = False) -> list[Event]:
+        spec = self.stft.push(samples) if len(samples) else torch.zeros(0, N_BINS)
+        if final:
+            spec = torch.cat([spec, self.stft.flush()])
+        n = spec.shape[0]
+        levels = 10 * np.log10(np.maximum((spec**2).sum(dim=1).numpy() / 2, 1e-12)) if n else np.zeros(0)
+        if n:
+            self.level_db = float(levels[-1])
+        self.frames += n
+        self.stats.hops += n
+        t0 = time.perf_counter()
+        events: list[Event] = []
+        for r in self.runners:
+            events += r.push(spec, levels, final)
+        if n or final:
+            self.stats.compute_ms.append((time.perf_counter() - t0) * 1000)
+        return events
+
+    def finish(self) -> list[Event]:
+        return self.push(np.zeros(0, dtype=np.float32), final=True)
+
+
+def analyze_array(engine: Engine, audio: np.ndarray, block_s: float = 10.0) -> list[Event]:
+    """Unpaced analysis of a whole signal through the streaming path."""
+    events: list[Event] = []
+    step = int(block_s * SAMPLE_RATE) // HOP * HOP
+    for i in range(0, len(audio), step):
+        events += engine.push(audio[i:i + step])
+    events += engine.finish()
+    dur = len(audio) / SAMPLE_RATE
+    return [e for e in events if e.t <= dur + 1e-9]

@@ -1,0 +1,123 @@
+"""The shared front-end: one STFT per 10 ms hop, then per-task fixed filterbanks and log.
+
+The same functions run in batch (training, offline analysis) and hop by hop (live). Frame ``t`` is
+centred on sample ``t * HOP``: a stream starts with ``N_FFT // 2`` zeros, so frame ``t`` can be
+computed once sample ``t * HOP + N_FFT // 2`` has arrived (a 32 ms look-ahead of the window).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from edgemir.labels import HOP, PITCH_FMIN, SAMPLE_RATE
+
+N_FFT: int = 1024
+N_BINS: int = N_FFT // 2 + 1
+LOG_EPS: float = 1e-5
+_WINDOW = torch.hann_window(N_FFT, periodic=True, dtype=torch.float64).float()
+_SCALE = 2.0 / float(_WINDOW.sum())  # a full-scale sine gives a peak magnitude of ~1
+
+FRONTEND_CARD = {"sample_rate": SAMPLE_RATE, "hop": HOP, "n_fft": N_FFT, "window": "hann", "center_pad": N_FFT // 2}
+
+
+def spectrum(frames: Tensor) -> Tensor:
+    """Magnitude spectra [..., N_BINS] of raw frames [..., N_FFT]."""
+    return torch.fft.rfft(frames * _WINDOW, dim=-1).abs() * _SCALE
+
+
+def frame_signal(x: Tensor, pad_end: bool = True) -> Tensor:
+    """Frames [T, N_FFT] of a mono signal, centred on multiples of HOP (zero padding at the start,
+    and at the end when ``pad_end``), exactly as a stream sees them."""
+    x = torch.nn.functional.pad(x, (N_FFT // 2, N_FFT // 2 if pad_end else 0))
+    if x.shape[-1] < N_FFT:
+        x = torch.nn.functional.pad(x, (0, N_FFT - x.shape[-1]))
+    return x.unfold(-1, N_FFT, HOP)
+
+
+def batch_spectrum(x: Tensor) -> Tensor:
+    """[..., samples] -> [..., T, N_BINS]."""
+    return spectrum(frame_signal(x))
+
+
+class StreamingSTFT:
+    """Hop-by-hop spectra equal to ``batch_spectrum`` on the concatenated stream."""
+
+    def __init__(self) -> None:
+        self.buf = np.zeros(N_FFT // 2, dtype=np.float32)  # the start padding
+
+    def push(self, samples: np.ndarray) -> Tensor:
+        """Append samples; return the spectra [n, N_BINS] of every frame that is now complete."""
+        self.buf = np.concatenate([self.buf, samples.astype(np.float32, copy=False)])
+        n = 0 if len(self.buf) < N_FFT else 1 + (len(self.buf) - N_FFT) // HOP
+        if n == 0:
+            return torch.zeros(0, N_BINS)
+        frames = torch.from_numpy(self.buf[: (n - 1) * HOP + N_FFT]).unfold(0, N_FFT, HOP)
+        out = spectrum(frames)
+        self.buf = self.buf[n * HOP:]
+        return out
+
+    def flush(self) -> Tensor:
+        """Spectra of the frames that need the end padding (end of a file)."""
+        return self.push(np.zeros(N_FFT // 2, dtype=np.float32))
+
+
+# -- filterbanks --------------------------------------------------------------------------------
+def mel_bank(n_mels: int, fmin: float = 30.0, fmax: float = 8000.0) -> np.ndarray:
+    """[n_mels, N_BINS] Slaney mel filterbank (librosa's, computed once at export time)."""
+    import librosa
+
+    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels, fmin=fmin, fmax=fmax).astype(np.float32)
+
+
+def logfreq_bank(bins_per_octave: int, n_bins: int, fmin: float = PITCH_FMIN) -> np.ndarray:
+    """[n_bins, N_BINS] triangular filters on a log-frequency axis (a CQT-like bank on the STFT).
+
+    librosa has no STFT-domain log-frequency bank, so we build one: each filter spans its
+    neighbours' centres, but never less than one STFT bin, so low bins interpolate the STFT
+    rather than fall between its bins. Rows are normalised to unit sum.
+    """
+    freqs = np.arange(N_BINS) * SAMPLE_RATE / N_FFT
+    df = SAMPLE_RATE / N_FFT
+    centres = fmin * 2.0 ** (np.arange(n_bins) / bins_per_octave)
+    ratio = 2.0 ** (1.0 / bins_per_octave)
+    bank = np.zeros((n_bins, N_BINS), dtype=np.float64)
+    for i, fc in enumerate(centres):
+        lo = max(fc - fc / ratio, df)
+        hi = max(fc * ratio - fc, df)
+        w = np.where(freqs < fc, 1 - (fc - freqs) / lo, 1 - (freqs - fc) / hi)
+        bank[i] = np.clip(w, 0, None)
+        bank[i] /= bank[i].sum() + 1e-12
+    return bank.astype(np.float32)
+
+
+class FeatureBank(nn.Module):
+    """A fixed filterbank and log compression: spectra [T, N_BINS] -> features [F, T]."""
+
+    def __init__(self, matrix: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("matrix", torch.as_tensor(np.asarray(matrix, dtype=np.float32)))
+
+    def forward(self, spec: Tensor) -> Tensor:
+        return torch.log(spec @ self.matrix.t() + LOG_EPS).transpose(-1, -2)
+
+
+FEATURE_SPECS: dict[str, dict] = {
+    # pitch: 20-cent bins from C1, the salience axis itself (input bin k = output bin k)
+    "pitch": {"kind": "logfreq", "bins_per_octave": 60, "n_bins": 420, "fmin": PITCH_FMIN},
+    "onset": {"kind": "mel", "n_mels": 80},
+    "drums": {"kind": "mel", "n_mels": 80},
+    # chord: 24 bins/octave from C2 over 6 octaves (pitch shift = crop shift of 2 bins/semitone)
+    "chord": {"kind": "logfreq", "bins_per_octave": 24, "n_bins": 144, "fmin": PITCH_FMIN * 2},
+    "instrument": {"kind": "mel", "n_mels": 64},
+}
+
+
+def bank_for(spec: dict, shift_margin: int = 0) -> np.ndarray:
+    """The filterbank of a feature spec; ``shift_margin`` extra log bins on each side (training)."""
+    if spec["kind"] == "mel":
+        return mel_bank(spec["n_mels"])
+    bpo = spec["bins_per_octave"]
+    fmin = spec["fmin"] * 2.0 ** (-shift_margin / bpo)
+    return logfreq_bank(bpo, spec["n_bins"] + 2 * shift_margin, fmin)

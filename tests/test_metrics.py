@@ -1,0 +1,72 @@
+"""Metrics: references score perfectly; perturbed predictions lose by the expected amount."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+import numpy as np
+from conftest import run_cli
+
+from train import annotations as ann
+from train import metrics
+
+
+def _copy_refs(task, src, dst):
+    dst.mkdir()
+    for p in src.glob("*" + ann.SUFFIX[task]):
+        shutil.copy(p, dst / p.name)
+
+
+def test_references_as_predictions_score_perfectly(tiny_data, tmp_path):
+    expected = {"pitch": ("rpa", 1.0), "onset": ("f", 1.0), "chord": ("majmin", 1.0), "drums": ("mean_f", 1.0),
+                "instrument": ("accuracy", 1.0)}
+    for task, (key, val) in expected.items():
+        ref = tiny_data(task) / "test"
+        est = tmp_path / task
+        _copy_refs(task, ref, est)
+        r = run_cli([sys.executable, "-m", "train", "evaluate", "--task", task, "--ref", str(ref), "--est", str(est)])
+        assert r.returncode == 0, r.stderr.decode()
+        res = metrics.evaluate_folders(task, ref, est)["summary"]
+        assert res[key] == val, (task, res)
+
+
+def test_shifted_onsets_score_lower():
+    ref = np.arange(1, 21) * 0.5
+    assert metrics.onset_scores(ref, ref)["f"] == 1.0
+    assert metrics.onset_scores(ref, ref + 0.03)["f"] == 1.0  # inside the 50 ms window
+    assert metrics.onset_scores(ref, ref + 0.08)["f"] == 0.0  # outside it
+    half = ref.copy()
+    half[::2] += 0.2
+    assert abs(metrics.onset_scores(ref, half)["f"] - 0.5) < 1e-9
+
+
+def test_octave_errors_keep_chroma_but_lose_pitch():
+    t = np.arange(100) * 0.01
+    f = np.full(100, 220.0)
+    est = f.copy()
+    est[:25] *= 2  # a quarter of the frames an octave up
+    s = metrics.pitch_scores((t, f), (t, est))
+    assert abs(s["rpa"] - 0.75) < 1e-9 and s["rca"] == 1.0
+    unv = -f  # right pitch, voicing wrongly off: pitch still counts, voicing recall 0
+    s = metrics.pitch_scores((t, f), (t, unv))
+    assert s["rpa"] == 1.0 and s["voicing_recall"] == 0.0
+
+
+def test_wrong_chords_lose_their_duration():
+    iv = np.array([[0.0, 2.0], [2.0, 4.0]])
+    assert metrics.chord_scores((iv, ["C:maj", "A:min"]), (iv, ["C:maj", "A:min"]))["majmin"] == 1.0
+    s = metrics.chord_scores((iv, ["C:maj", "A:min"]), (iv, ["C:maj", "A:maj"]))["majmin"]
+    assert abs(s - 0.5) < 1e-9
+    s = metrics.chord_scores((iv, ["C:maj", "A:min"]), (np.array([[0.0, 4.0]]), ["C:maj"]))["majmin"]
+    assert abs(s - 0.5) < 1e-9
+
+
+def test_drums_per_class_and_instrument_accuracy():
+    ref = {"kick": np.array([0.5, 1.0]), "snare": np.array([0.75]), "hihat": np.array([0.5, 0.625, 0.75, 0.875])}
+    est = {"kick": ref["kick"], "snare": np.array([]), "hihat": ref["hihat"]}
+    s = metrics.drum_scores(ref, est)
+    assert s["kick"] == 1.0 and s["snare"] == 0.0 and abs(s["mean_f"] - 2 / 3) < 1e-9
+    per = {"a": {"ref": "brass", "est": "brass"}, "b": {"ref": "reed", "est": "brass"}}
+    agg = metrics.aggregate("instrument", per)
+    assert agg["accuracy"] == 0.5 and 0 < agg["macro_f1"] < 1

@@ -1,0 +1,110 @@
+"""``python -m train``: data, evaluate, fit, lottery, report, sweep."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from edgemir.errors import UserError
+from edgemir.labels import TASKS
+
+
+def _task(s: str) -> str:
+    if s not in TASKS:
+        raise argparse.ArgumentTypeError(f"unknown task {s!r} (choose from {', '.join(TASKS)})")
+    return s
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train", description="edgemir train-and-trim")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("data", help="render labelled audio for one task and split")
+    d.add_argument("--task", type=_task, required=True)
+    d.add_argument("--split", choices=["train", "valid", "test"], required=True)
+    d.add_argument("--minutes", type=float, required=True)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--out", type=Path, required=True)
+    d.add_argument("--soundfont", type=Path)
+
+    e = sub.add_parser("evaluate", help="score estimates against references (mir_eval)")
+    e.add_argument("--task", type=_task, required=True)
+    e.add_argument("--ref", type=Path, required=True)
+    e.add_argument("--est", type=Path, required=True)
+    e.add_argument("--json", type=Path, help="write per-item scores here")
+
+    f = sub.add_parser("fit", help="train a dense model")
+    f.add_argument("--task", type=_task, required=True)
+    f.add_argument("--data", type=Path, required=True, help="folder with train/ valid/ test/")
+    f.add_argument("--out", type=Path, required=True)
+    f.add_argument("--epochs", type=int, default=30)
+    f.add_argument("--batch", type=int, default=32)
+    f.add_argument("--lr", type=float, default=1e-3)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--width", type=float, default=1.0, help="model width multiplier")
+    f.add_argument("--threads", type=int, default=1, help="torch threads (1: run several fits side by side)")
+
+    lt = sub.add_parser("lottery", help="iterative pruning with rewinding (trim or mask)")
+    lt.add_argument("--task", type=_task, required=True)
+    lt.add_argument("--data", type=Path, required=True)
+    lt.add_argument("--out", type=Path, required=True)
+    lt.add_argument("--mode", choices=["trim", "mask"], default="trim")
+    lt.add_argument("--criterion", choices=["magnitude", "batchnorm", "activation", "information"],
+                    default="magnitude")
+    lt.add_argument("--scope", choices=["global", "local"], default="global")
+    lt.add_argument("--reset", choices=["rewind", "reinit"], default="rewind")
+    lt.add_argument("--rounds", type=int, default=10)
+    lt.add_argument("--rate", type=float, default=0.2)
+    lt.add_argument("--rewind-epoch", type=int, default=1)
+    lt.add_argument("--epochs", type=int, default=20)
+    lt.add_argument("--batch", type=int, default=32)
+    lt.add_argument("--lr", type=float, default=1e-3)
+    lt.add_argument("--seed", type=int, default=0)
+    lt.add_argument("--width", type=float, default=1.0)
+
+    r = sub.add_parser("report", help="table and figures from lottery runs")
+    r.add_argument("runs", nargs="+", type=Path)
+    r.add_argument("--out", type=Path, required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.cmd == "data":
+            from train.generate import write_dataset
+
+            m = write_dataset(args.task, args.split, args.minutes, args.seed, args.out, args.soundfont)
+            print(f"wrote {len(m['items'])} items ({m['minutes']:.1f} min) to {args.out}")
+        elif args.cmd == "evaluate":
+            from train.metrics import evaluate_folders
+
+            res = evaluate_folders(args.task, args.ref, args.est)
+            print(json.dumps(res["summary"], indent=1))
+            if args.json:
+                args.json.write_text(json.dumps(res, indent=1, default=str))
+        elif args.cmd == "fit":
+            from train.fit import fit_command
+
+            fit_command(args)
+        elif args.cmd == "lottery":
+            from train.lottery import lottery_command
+
+            lottery_command(args)
+        elif args.cmd == "report":
+            from train.report import report_command
+
+            report_command(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Readers and writers for the project's annotation formats (see shared/README.md).
+
+Every reader raises UserError with ``file:line`` on a malformed line, so a user laying out a
+real dataset in these formats learns exactly what is wrong.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgemir.errors import UserError
+from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES
+
+SUFFIX = {
+    "pitch": ".f0.csv",
+    "onset": ".onsets",
+    "chord": ".lab",
+    "drums": ".drums",
+    "instrument": ".label",
+}
+
+
+def _lines(path: Path):
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read annotation ({e})") from None
+    for i, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if s and not s.startswith("#"):
+            yield i, s
+
+
+def _bad(path: Path, i: int, why: str) -> UserError:
+    return UserError(f"{path}:{i}: {why}")
+
+
+# -- pitch -----------------------------------------------------------------------------------
+def write_f0(path: Path, times: np.ndarray, f0: np.ndarray) -> None:
+    with open(path, "w") as f:
+        for t, v in zip(times, f0):
+            f.write(f"{t:.2f},{v:.3f}\n")
+
+
+def read_f0(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    ts, fs = [], []
+    for i, s in _lines(path):
+        parts = s.split(",")
+        if i == 1 and parts[0].strip().lower().startswith("time"):
+            continue
+        try:
+            t, f = float(parts[0]), float(parts[1])
+        except (ValueError, IndexError):
+            raise _bad(path, i, f"expected 'time_s,f0_hz', got {s!r}") from None
+        if not (np.isfinite(t) and np.isfinite(f)):
+            raise _bad(path, i, "non-finite value")
+        ts.append(t)
+        fs.append(f)
+    if not ts:
+        raise UserError(f"{path}: no pitch values")
+    return np.asarray(ts), np.asarray(fs)
+
+
+# -- onsets ----------------------------------------------------------------------------------
+def write_times(path: Path, times) -> None:
+    with open(path, "w") as f:
+        for t in times:
+            f.write(f"{t:.4f}\n")
+
+
+def read_onsets(path: Path) -> np.ndarray:
+    out = []
+    for i, s in _lines(path):
+        try:
+            out.append(float(s.split()[0]))
+        except ValueError:
+            raise _bad(path, i, f"expected a time in seconds, got {s!r}") from None
+    return np.sort(np.asarray(out, dtype=float))
+
+
+# -- chords ----------------------------------------------------------------------------------
+def write_lab(path: Path, segments) -> None:
+    with open(path, "w") as f:
+        for a, b, lab in segments:
+            f.write(f"{a:.4f} {b:.4f} {lab}\n")
+
+
+def read_lab(path: Path, vocabulary: tuple[str, ...] | None = None) -> tuple[np.ndarray, list[str]]:
+    """(intervals [n,2], labels). With a vocabulary, labels outside it are an error."""
+    iv, labs = [], []
+    for i, s in _lines(path):
+        parts = s.split()
+        if len(parts) < 3:
+            raise _bad(path, i, f"expected 'start end label', got {s!r}")
+        try:
+            a, b = float(parts[0]), float(parts[1])
+        except ValueError:
+            raise _bad(path, i, f"bad time in {s!r}") from None
+        if b < a:
+            raise _bad(path, i, "end before start")
+        lab = " ".join(parts[2:])
+        if vocabulary is not None and lab not in vocabulary:
+            raise _bad(path, i, f"label {lab!r} not in the vocabulary")
+        iv.append((a, b))
+        labs.append(lab)
+    if not iv:
+        raise UserError(f"{path}: no segments")
+    return np.asarray(iv, dtype=float), labs
+
+
+def read_chords(path: Path) -> tuple[np.ndarray, list[str]]:
+    """Chord .lab; labels are checked against Harte syntax through mir_eval."""
+    import mir_eval
+
+    iv, labs = read_lab(path)
+    for k, lab in enumerate(labs):
+        try:
+            mir_eval.chord.split(lab)
+        except Exception:
+            raise UserError(f"{path}: segment {k + 1}: {lab!r} is not a Harte chord label") from None
+    return iv, labs
+
+
+# -- drums -----------------------------------------------------------------------------------
+def write_drums(path: Path, events) -> None:
+    with open(path, "w") as f:
+        for t, c in events:
+            f.write(f"{t:.4f}\t{c}\n")
+
+
+def read_drums(path: Path) -> dict[str, np.ndarray]:
+    out: dict[str, list[float]] = {c: [] for c in DRUM_CLASSES}
+    for i, s in _lines(path):
+        parts = s.split()
+        if len(parts) != 2 or parts[1] not in out:
+            raise _bad(path, i, f"expected 'time<TAB>kick|snare|hihat', got {s!r}")
+        try:
+            out[parts[1]].append(float(parts[0]))
+        except ValueError:
+            raise _bad(path, i, f"bad time in {s!r}") from None
+    return {c: np.sort(np.asarray(v, dtype=float)) for c, v in out.items()}
+
+
+# -- instrument ------------------------------------------------------------------------------
+def write_label(path: Path, family: str) -> None:
+    Path(path).write_text(family + "\n")
+
+
+def read_label(path: Path) -> str:
+    lines = list(_lines(path))
+    if len(lines) != 1:
+        raise UserError(f"{path}: expected exactly one family name")
+    i, s = lines[0]
+    if s not in FAMILIES:
+        raise _bad(path, i, f"{s!r} is not one of {', '.join(FAMILIES)}")
+    return s
+
+
+def read_instrument_lab(path: Path) -> tuple[np.ndarray, list[str]]:
+    return read_lab(path, FAMILIES)
+
+
+def read_annotation(task: str, path: Path):
+    """The reference of one item for a task, in the metrics' native form."""
+    return {
+        "pitch": read_f0,
+        "onset": read_onsets,
+        "chord": read_chords,
+        "drums": read_drums,
+        "instrument": read_label,
+    }[task](path)
+
+
+def list_items(task: str, folder: Path) -> list[str]:
+    """Item names (stems) of a folder that have a WAV and the task's annotation."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: not a folder")
+    suf = SUFFIX[task]
+    names = sorted(p.name[: -len(suf)] for p in folder.glob("*" + suf))
+    if not names:
+        raise UserError(f"{folder}: no '*{suf}' annotations for task {task}")
+    return names
+
+
+assert len(CHORDS) == 25

@@ -1,0 +1,208 @@
+"""Training data: spectra computed once with the device's front-end, frame targets, batches with
+spectral-domain augmentation (gain, EQ, noise, pitch shift by log-frequency crop)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from edgemir.errors import UserError
+from edgemir.frontend import FEATURE_SPECS, N_BINS, LOG_EPS, bank_for, batch_spectrum
+from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES, FRAME_RATE, PITCH_BINS, SAMPLE_RATE, hz_to_cents
+from train import annotations as ann
+
+IGNORE = -100
+
+
+@dataclass
+class Item:
+    name: str
+    spec: torch.Tensor  # [T, N_BINS] float16
+    target: np.ndarray  # task-specific per-frame targets [T, ...]
+    levels: np.ndarray  # per-frame level in dB
+    audio_path: Path
+
+
+def read_audio(path: Path) -> np.ndarray:
+    """Mono float32 at 16 kHz (training data is rendered at that rate)."""
+    try:
+        x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:
+        raise UserError(f"{path}: cannot read audio ({e})") from None
+    if sr != SAMPLE_RATE:
+        import librosa
+
+        x = librosa.resample(x.T, orig_sr=sr, target_sr=SAMPLE_RATE).T
+    return x.mean(axis=1)
+
+
+def frame_targets(task: str, path: Path, n: int) -> np.ndarray:
+    if task == "pitch":
+        t, f = ann.read_f0(path)
+        idx = np.clip(np.round(t * FRAME_RATE).astype(int), 0, None)
+        cents = np.full(n, np.nan, dtype=np.float32)
+        ok = (idx < n) & (f > 0)
+        cents[idx[ok]] = [hz_to_cents(v) for v in f[ok]]
+        return cents
+    if task == "onset":
+        y = np.zeros((n, 1), np.float32)
+        for t in ann.read_onsets(path):
+            i = int(round(t * FRAME_RATE))
+            for d, v in ((-1, 0.5), (1, 0.5), (0, 1.0)):
+                if 0 <= i + d < n:
+                    y[i + d, 0] = max(y[i + d, 0], v)
+        return y
+    if task == "drums":
+        y = np.zeros((n, len(DRUM_CLASSES)), np.float32)
+        for c, times in ann.read_drums(path).items():
+            k = DRUM_CLASSES.index(c)
+            for t in times:
+                i = int(round(t * FRAME_RATE))
+                for d, v in ((-1, 0.5), (1, 0.5), (0, 1.0)):
+                    if 0 <= i + d < n:
+                        y[i + d, k] = max(y[i + d, k], v)
+        return y
+    if task == "chord":
+        iv, labs = ann.read_lab(path, CHORDS)
+        y = np.zeros(n, np.int64)
+        t = np.arange(n) / FRAME_RATE
+        for (a, b), lab in zip(iv, labs):
+            y[(t >= a) & (t < b)] = CHORDS.index(lab)
+        return y
+    fam = ann.read_label(path)
+    return np.full(n, FAMILIES.index(fam), np.int64)
+
+
+def load_split(task: str, folder: Path, limit: int | None = None) -> list[Item]:
+    names = ann.list_items(task, folder)[:limit]
+    items = []
+    for nme in names:
+        wav = Path(folder) / f"{nme}.wav"
+        x = read_audio(wav)
+        spec = batch_spectrum(torch.from_numpy(x))
+        lv = 10 * np.log10(np.maximum((spec**2).sum(dim=1).numpy() / 2, 1e-12))
+        tg = frame_targets(task, Path(folder) / (nme + ann.SUFFIX[task]), spec.shape[0])
+        items.append(Item(nme, spec.half(), tg, lv, wav))
+    return items
+
+
+class Batcher:
+    """Random crops of ``length`` output frames with their context, augmented in the spectral domain."""
+
+    def __init__(self, task: str, items: list[Item], rf: int, la: int, length: int = 100,
+                 augment: bool = True, seed: int = 0) -> None:
+        self.task, self.items, self.rf, self.la, self.length = task, items, rf, la, length
+        self.augment = augment
+        self.rng = np.random.default_rng(seed)
+        spec = FEATURE_SPECS[task]
+        # log-frequency tasks get a margin for pitch shifting (2 bins/semitone chord, 5 pitch)
+        self.margin = {"pitch": 30, "chord": 12}.get(task, 0)
+        self.step = 0 if spec["kind"] == "mel" else spec["bins_per_octave"] // 12
+        self.bank = torch.from_numpy(bank_for(spec, self.margin))
+        self.n_feat = self.bank.shape[0] - 2 * self.margin
+        self.weights = np.array([len(it.levels) for it in items], dtype=float)
+        self.weights /= self.weights.sum()
+
+    def features(self, spec: torch.Tensor, shift: int = 0) -> torch.Tensor:
+        """[B, T, N_BINS] -> [B, F, T] with the crop shifted by ``shift`` bins (the device's bank at 0)."""
+        m = self.bank[self.margin + shift: self.margin + shift + self.n_feat]
+        return torch.log(spec @ m.t() + LOG_EPS).transpose(1, 2)
+
+    def crop(self, it: Item, start: int, n_out: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        left = self.rf - 1 - self.la
+        a, b = start - left, start + n_out + self.la
+        T = it.spec.shape[0]
+        spec = torch.zeros(b - a, N_BINS)
+        lo, hi = max(a, 0), min(b, T)
+        spec[lo - a: hi - a] = it.spec[lo:hi].float()
+        tg = it.target[start: start + n_out]
+        lv = it.levels[start: start + n_out]
+        return spec, tg, lv
+
+    def sample(self, batch: int):
+        specs, tgs, lvs = [], [], []
+        for _ in range(batch):
+            it = self.items[self.rng.choice(len(self.items), p=self.weights)]
+            T = it.spec.shape[0]
+            s = int(self.rng.integers(0, max(1, T - self.length)))
+            n = min(self.length, T - s)
+            spec, tg, lv = self.crop(it, s, self.length)
+            if n < self.length:  # pad targets of a short item
+                tg = np.concatenate([tg, np.repeat(self._pad_target(tg), self.length - n, axis=0)])
+                lv = np.concatenate([lv, np.full(self.length - n, -120.0)])
+            specs.append(spec)
+            tgs.append(tg)
+            lvs.append(lv)
+        spec = torch.stack(specs)
+        shift = 0
+        if self.augment:
+            spec = self._augment(spec)
+            if self.step:
+                shift = int(self.rng.integers(-self.margin // self.step, self.margin // self.step + 1)) * self.step
+        feats = self.features(spec, shift)
+        return feats, self._targets(np.stack(tgs), np.stack(lvs), shift)
+
+    def _pad_target(self, tg):
+        if self.task == "pitch":
+            return np.full((1,), np.nan, np.float32)
+        if self.task in ("onset", "drums"):
+            return np.zeros((1, tg.shape[1]), np.float32)
+        return np.full((1,), IGNORE if self.task == "instrument" else 0, np.int64)
+
+    def _augment(self, spec: torch.Tensor) -> torch.Tensor:
+        B = spec.shape[0]
+        rng = self.rng
+        gain = torch.from_numpy(10 ** (rng.uniform(-18, 6, (B, 1, 1)) / 20)).float()
+        # EQ: a smooth random curve of ±6 dB over log frequency
+        f = np.log2(np.arange(N_BINS) + 1.0)
+        pts = rng.uniform(-6, 6, (B, 5))
+        curve = np.stack([np.interp(f, np.linspace(0, f[-1], 5), p) for p in pts])
+        eq = torch.from_numpy(10 ** (curve / 20)).float().unsqueeze(1)
+        spec = spec * gain * eq
+        noisy = rng.random(B) < 0.3
+        if noisy.any():
+            rms = spec.pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
+            snr = torch.from_numpy(rng.uniform(10, 40, (B, 1, 1))).float()
+            n = torch.from_numpy(rng.rayleigh(1.0, spec.shape)).float() * rms * 10 ** (-snr / 20)
+            mask = torch.from_numpy(noisy).view(B, 1, 1)
+            spec = torch.where(mask, torch.sqrt(spec**2 + n**2), spec)
+        return spec
+
+    def _targets(self, tg: np.ndarray, lv: np.ndarray, shift: int):
+        if self.task == "pitch":
+            # shifting the crop up by k bins moves every pitch down k bins on the salience axis
+            cents = torch.from_numpy(tg).float() - shift * 20.0
+            return cents
+        if self.task == "chord":
+            y = torch.from_numpy(tg)
+            semis = shift // self.step if self.step else 0
+            if semis:
+                rot = y.clone()
+                m = y > 0
+                q = (y[m] - 1) // 12
+                r = (y[m] - 1) % 12
+                rot[m] = 1 + q * 12 + (r - semis) % 12
+                y = rot
+            return y
+        if self.task == "instrument":
+            y = torch.from_numpy(tg).clone()
+            y[torch.from_numpy(lv < -60)] = IGNORE
+            return y
+        return torch.from_numpy(tg)
+
+
+def pitch_salience_target(cents: torch.Tensor, sigma: float = 25.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """CREPE-style Gaussian-blurred salience [B, 360, T] and voicing [B, T] from cents above C1."""
+    voiced = ~torch.isnan(cents)
+    c = torch.nan_to_num(cents, nan=-1e4)
+    axis = torch.arange(PITCH_BINS).float() * 20.0
+    sal = torch.exp(-((axis.view(1, -1, 1) - c.unsqueeze(1)) ** 2) / (2 * sigma**2))
+    return sal * voiced.unsqueeze(1), voiced.float()
+
+
+assert math.isclose(FRAME_RATE, 100.0)

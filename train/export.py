@@ -1,0 +1,95 @@
+"""Bundle export: wrap a trained net with the device's filterbank, measure it, write the card."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from edgemir.bundle import TaskModel, activation_for, save_bundle
+from edgemir.frontend import FEATURE_SPECS, N_BINS, FeatureBank, bank_for
+from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES, FRAME_RATE, HOP, SAMPLE_RATE
+from train.nets import FrameNet
+
+LABELS = {"pitch": ["salience_360x20c_from_C1", "voicing"], "onset": ["onset"], "drums": list(DRUM_CLASSES),
+          "chord": list(CHORDS), "instrument": list(FAMILIES)}
+
+
+def task_model(task: str, net: FrameNet) -> TaskModel:
+    state = net.cfg_dict["gru"] if hasattr(net.rnn, "gru") else 0
+    if state:
+        state = net.rnn.gru.hidden_size
+    return TaskModel(FeatureBank(bank_for(FEATURE_SPECS[task])), net.eval(), activation_for(task), state)
+
+
+def flops_per_second(model: TaskModel) -> int:
+    """FLOPs for one second of audio (100 frames): features + network, context excluded."""
+    rf = model.net.receptive_field
+    with torch.no_grad():
+        spec = torch.rand(int(FRAME_RATE), N_BINS)
+        with FlopCounterMode(display=False) as fc:
+            model.features(spec)
+        feat_flops = fc.get_total_flops()
+        x = torch.randn(1, model.bank.matrix.shape[0], int(FRAME_RATE) + rf - 1)
+        with FlopCounterMode(display=False) as fc:
+            model(x, model.initial_state())
+    return int(feat_flops + fc.get_total_flops())
+
+
+def hop_latency_ms(scripted, rf: int, n_feat: int, runs: int = 200) -> dict:
+    """Single-thread wall time of one hop: features of one frame + the net on rf frames."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        spec = torch.rand(1, N_BINS)
+        x = torch.randn(1, n_feat, rf)
+        st = scripted.initial_state()
+        ts = []
+        with torch.no_grad():
+            for i in range(runs + 20):
+                t0 = time.perf_counter()
+                scripted.features(spec)
+                scripted(x, st)
+                if i >= 20:
+                    ts.append((time.perf_counter() - t0) * 1000)
+    finally:
+        torch.set_num_threads(threads)
+    return {"p50": float(np.percentile(ts, 50)), "p99": float(np.percentile(ts, 99))}
+
+
+def nonzero_params(net: torch.nn.Module) -> int:
+    return int(sum(int((p != 0).sum()) for p in net.parameters()))
+
+
+def export(task: str, net: FrameNet, path: Path, info: dict, decoder: dict | None = None) -> dict:
+    """Write a bundle for ``net`` with a card of measured figures plus ``info`` (scores, round...)."""
+    model = task_model(task, net)
+    params = sum(p.numel() for p in net.parameters())
+    card = {
+        "task": task, "labels": LABELS[task], "sample_rate": SAMPLE_RATE, "hop": HOP,
+        "features": FEATURE_SPECS[task], "receptive_field": net.receptive_field, "lookahead": net.lookahead,
+        "architecture": net.cfg_dict, "params": params, "nonzero_params": nonzero_params(net),
+        "flops_per_second": flops_per_second(model), "decoder": decoder or {},
+    }
+    card.update(info)
+    path = Path(path)
+    save_bundle(model, card, path)
+    # measured after writing: the file's bytes and the latency of the saved, reloaded bundle
+    loaded = torch.jit.load(str(path))
+    card["bytes"] = os.path.getsize(path)
+    card["latency_ms_per_hop"] = hop_latency_ms(loaded, net.receptive_field, model.bank.matrix.shape[0])
+    save_bundle(model, card, path)
+    card["bytes"] = os.path.getsize(path)  # the final size (card grew by a few bytes)
+    save_bundle(model, card, path)
+    return card
+
+
+def scripted_size(model: TaskModel) -> int:
+    with tempfile.NamedTemporaryFile(suffix=".ts") as f:
+        torch.jit.save(torch.jit.script(model), f.name)
+        return os.path.getsize(f.name)

@@ -1,0 +1,366 @@
+"""Labelled audio for the five tasks, rendered from generated scores with real SoundFont samples.
+
+Each generator returns (audio, annotation); ``write_dataset`` renders a split to a folder in the
+project's annotation formats with a manifest. Deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from edgemir.errors import UserError
+from edgemir.labels import CHORDS, FAMILIES, PITCH_CLASSES, SAMPLE_RATE, TASKS
+from train import annotations as ann
+from train.augment import realism
+from train.render import BEND_RANGE, DRUM_CHANNEL, Renderer, Score, bend_value, default_soundfont, extra_drum_kits
+
+GENERATOR_VERSION = "1"
+SPLITS = ("train", "valid", "test")
+HOP_S = 0.01
+
+# (programs, lowest MIDI note, highest MIDI note) per NSynth family
+FAMILY_PROGRAMS: dict[str, tuple[list[int], int, int]] = {
+    "bass": (list(range(32, 40)) + [43], 28, 55),
+    "brass": (list(range(56, 64)), 40, 82),
+    "flute": (list(range(72, 80)), 60, 93),
+    "guitar": (list(range(24, 32)), 40, 81),
+    "keyboard": (list(range(0, 8)), 33, 93),
+    "mallet": (list(range(8, 16)), 53, 93),
+    "organ": (list(range(16, 24)), 36, 88),
+    "reed": (list(range(64, 72)), 40, 86),
+    "string": [[40, 41, 42, 44, 45, 46, 48, 49, 50, 51], 36, 91],
+    "synth_lead": (list(range(80, 88)), 36, 91),
+    "vocal": ([52, 53, 54], 45, 79),
+}
+# Monophonic pitch: the "melodic" families (and their ranges), f0 from 51.9 Hz (MIDI 32) up.
+PITCH_FAMILIES = ("vocal", "reed", "flute", "brass", "string", "guitar", "bass", "synth_lead")
+KICKS, SNARES, HIHATS = (35, 36), (38, 40), (42, 44, 46)
+DISTRACTORS = (41, 43, 45, 47, 48, 50, 49, 57, 51, 59, 52, 55, 39, 54, 56, 37)
+GM_KITS = (0, 8, 16, 24, 25, 32, 40, 48)
+
+
+def midi_hz(m: float) -> float:
+    return 440.0 * 2 ** ((m - 69) / 12)
+
+
+def _program(rng, family: str) -> tuple[int, int, int]:
+    progs, lo, hi = FAMILY_PROGRAMS[family]
+    return int(rng.choice(progs)), lo, hi
+
+
+def _melody(rng, lo: int, hi: int, t0: float, t1: float, tempo: float):
+    """A monophonic line: (pitch, start, end) with rests, steps and leaps, inside [lo, hi]."""
+    beat = 60.0 / tempo
+    notes = []
+    t = t0
+    p = int(rng.integers(lo, hi + 1))
+    while t < t1 - 0.1:
+        dur = beat * rng.choice([0.25, 0.5, 0.5, 1, 1, 1.5, 2, 3])
+        if rng.random() < 0.15:
+            t += beat * rng.choice([0.5, 1, 2])
+            continue
+        step = int(rng.choice([-7, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 7, 12, -12]))
+        p = int(np.clip(p + step, lo, hi))
+        art = rng.uniform(0.6, 1.0)
+        notes.append((p, t, min(t + dur * art, t1)))
+        t += dur
+    return notes
+
+
+# -- pitch ---------------------------------------------------------------------------------
+def gen_pitch(rng, kits: int = 0) -> tuple[Score, float, dict]:
+    dur = 8.0
+    fam = PITCH_FAMILIES[rng.integers(len(PITCH_FAMILIES))]
+    prog, lo, hi = _program(rng, fam)
+    lo, hi = max(lo, 32), min(hi, 91)
+    sc = Score()
+    sc.program(0, prog)
+    notes = _melody(rng, lo, hi, rng.uniform(0.1, 0.6), dur - 0.3, rng.uniform(60, 160))
+    n_frames = int(dur / HOP_S)
+    f0 = np.zeros(n_frames)
+    times = np.arange(n_frames) * HOP_S
+    for p, a, b in notes:
+        vel = int(rng.integers(40, 127))
+        sc.note(0, p, a, b, vel)
+        # per-note pitch-bend curve, sampled every 10 ms: scoop/fall glide and/or vibrato
+        tt = np.arange(a, b, HOP_S)
+        cents = np.zeros_like(tt)
+        if rng.random() < 0.3:  # glide into the note from up to ±BEND_RANGE semitones
+            g = rng.uniform(-BEND_RANGE, BEND_RANGE) * 100
+            gl = rng.uniform(0.05, 0.25)
+            cents += np.where(tt - a < gl, g * (1 - (tt - a) / gl), 0.0)
+        if rng.random() < 0.5:  # vibrato
+            rate, depth, delay = rng.uniform(4, 7), rng.uniform(10, 60), rng.uniform(0.0, 0.3)
+            cents += np.where(tt - a > delay, depth * np.sin(2 * np.pi * rate * (tt - a - delay)), 0.0)
+        vals = [bend_value(c / 100) for c in cents]
+        for t, v in zip(tt, vals):
+            sc.add(t, "bend", 0, v)
+        k0, k1 = int(np.ceil(a / HOP_S - 1e-9)), int(np.ceil(b / HOP_S - 1e-9))
+        for k in range(k0, min(k1, n_frames)):
+            j = min(int((times[k] - a) / HOP_S + 1e-9), len(vals) - 1)
+            f0[k] = midi_hz(p + vals[j] / 8192 * BEND_RANGE)
+    return sc, dur, {"times": times, "f0": f0, "labels": [fam]}
+
+
+# -- onsets --------------------------------------------------------------------------------
+def gen_onset(rng, kits: int = 0) -> tuple[Score, float, dict]:
+    dur = 8.0
+    sc = Score()
+    onsets = []
+    tempo = rng.uniform(60, 180)
+    n_inst = int(rng.integers(1, 4))
+    for chan in range(n_inst):
+        fam = FAMILIES[rng.integers(len(FAMILIES))]
+        prog, lo, hi = _program(rng, fam)
+        sc.program(chan, prog)
+        for p, a, b in _melody(rng, lo, hi, rng.uniform(0, 1.0), dur - 0.5, tempo * rng.choice([0.5, 1, 2])):
+            chord = [p] + ([p + int(rng.choice([3, 4, 7]))] if rng.random() < 0.2 else [])
+            for q in chord:
+                sc.note(chan, min(q, 108), a, b, int(rng.integers(30, 127)))
+            onsets.append(a)
+    if rng.random() < 0.5:
+        sc.program(DRUM_CHANNEL, int(rng.choice(GM_KITS)))
+        beat = 60 / tempo
+        t = rng.uniform(0, beat)
+        while t < dur - 0.5:
+            if rng.random() < 0.6:
+                sc.note(DRUM_CHANNEL, int(rng.choice(KICKS + SNARES + HIHATS + DISTRACTORS)), t, t + 0.1,
+                        int(rng.integers(40, 127)))
+                onsets.append(t)
+            t += beat * rng.choice([0.25, 0.5, 1])
+    merged: list[float] = []
+    for t in sorted(onsets):  # simultaneous notes (within 30 ms) are one onset
+        if not merged or t - merged[-1] > 0.03:
+            merged.append(t)
+    return sc, dur, {"onsets": merged, "labels": [f"n={len(merged)}"]}
+
+
+# -- chords --------------------------------------------------------------------------------
+CHORD_FAMILIES = {"keys": list(range(0, 8)), "guitar": [24, 25, 26, 27, 28], "strings": [48, 49, 50, 51],
+                  "organ": list(range(16, 21)), "pad": list(range(88, 96))}
+
+
+def _chord_part(rng, sc, chan, pitches, a, b, style, beat):
+    vel = int(rng.integers(45, 115))
+    if style == "block":
+        for q in pitches:
+            sc.note(chan, q, a, b - 0.02, vel)
+    elif style == "strum":
+        for k, q in enumerate(pitches):
+            sc.note(chan, q, a + k * rng.uniform(0.008, 0.03), b - 0.02, vel)
+    elif style == "arp":
+        step = beat / 2
+        t, k = a, 0
+        while t < b - 0.02:
+            sc.note(chan, pitches[k % len(pitches)], t, min(t + step * 1.5, b), vel)
+            t += step
+            k += 1
+    else:  # comp: rhythmic stabs
+        t = a
+        while t < b - 0.05:
+            ln = beat * rng.choice([0.25, 0.5, 1])
+            for q in pitches:
+                sc.note(chan, q, t, min(t + ln * 0.8, b), vel)
+            t += beat * rng.choice([0.5, 1])
+
+
+def gen_chord(rng, kits: int = 0) -> tuple[Score, float, dict]:
+    dur = float(rng.uniform(14, 20))
+    tempo = rng.uniform(60, 150)
+    beat = 60 / tempo
+    sc = Score()
+    fam = list(CHORD_FAMILIES)[rng.integers(len(CHORD_FAMILIES))]
+    sc.program(0, int(rng.choice(CHORD_FAMILIES[fam])))
+    if rng.random() < 0.3:  # a second chord instrument
+        sc.program(2, int(rng.choice(CHORD_FAMILIES[list(CHORD_FAMILIES)[rng.integers(5)]])))
+    with_bass = rng.random() < 0.8
+    sc.program(1, int(rng.choice(list(range(32, 40)))))
+    if rng.random() < 0.3:
+        sc.program(DRUM_CHANNEL, int(rng.choice(GM_KITS)))
+    style = rng.choice(["block", "strum", "arp", "comp"])
+    segs = []
+    t = 0.0 if rng.random() < 0.5 else float(rng.uniform(0.3, 1.5))
+    if t > 0:
+        segs.append((0.0, t, "N"))
+    root = int(rng.integers(12))
+    while t < dur - 0.5:
+        b = min(t + beat * rng.choice([1, 2, 2, 4, 4, 8]), dur)
+        if rng.random() < 0.07:
+            segs.append((t, b, "N"))
+            t = b
+            continue
+        root = (root + int(rng.choice([0, 2, 3, 4, 5, 5, 7, 7, 8, 9, 10]))) % 12
+        minor = rng.random() < 0.45
+        ivs = [0, 3 if minor else 4, 7]
+        if rng.random() < 0.3:
+            ivs.append(10 if minor or rng.random() < 0.5 else 11)
+        if rng.random() < 0.15:
+            ivs.append(14)
+        base = int(rng.integers(48, 60))
+        base = base - ((base - root) % 12)  # root pitch class at or below base
+        inv = int(rng.choice([0, 0, 0, 1, 2]))
+        pitches = sorted(base + iv + (12 if k < inv else 0) for k, iv in enumerate(ivs))
+        if rng.random() < 0.3:  # open voicing: drop the second-highest an octave
+            pitches[-2] -= 12
+        _chord_part(rng, sc, 0, pitches, t, b, style, beat)
+        if 2 in sc.programs:
+            _chord_part(rng, sc, 2, [q + 12 for q in pitches[:3]], t, b, "block", beat)
+        if with_bass:
+            bass = base - 24 + ivs[inv if rng.random() < 0.5 else 0]
+            while bass < 28:
+                bass += 12
+            _chord_part(rng, sc, 1, [bass], t, b, rng.choice(["block", "comp"]), beat)
+        if DRUM_CHANNEL in sc.programs:
+            tt = t
+            while tt < b - 0.05:
+                sc.note(DRUM_CHANNEL, int(rng.choice(KICKS + SNARES + HIHATS)), tt, tt + 0.1, int(rng.integers(40, 110)))
+                tt += beat / 2
+        segs.append((t, b, f"{PITCH_CLASSES[root]}:{'min' if minor else 'maj'}"))
+        t = b
+    if segs[-1][1] < dur:
+        segs.append((segs[-1][1], dur, "N"))
+    # merge consecutive equal labels
+    merged = [list(segs[0])]
+    for a, b, lab in segs[1:]:
+        if lab == merged[-1][2]:
+            merged[-1][1] = b
+        else:
+            merged.append([a, b, lab])
+    return sc, dur, {"segments": [tuple(s) for s in merged], "labels": [s[2] for s in merged]}
+
+
+# -- drums ---------------------------------------------------------------------------------
+def gen_drums(rng, kits: int = 0) -> tuple[Score, float, dict]:
+    dur = 8.0
+    tempo = rng.uniform(70, 180)
+    swing = rng.choice([0.0, 0.0, rng.uniform(0.05, 0.3)])
+    sixteenth = 60 / tempo / 4
+    sc = Score()
+    font = int(rng.integers(0, kits + 1)) if kits else 0
+    sc.program(DRUM_CHANNEL, int(rng.choice(GM_KITS)), font=font)
+    events = []
+    hat_div = int(rng.choice([1, 2, 2, 4]))  # hi-hat every 1, 2 or 4 sixteenths
+    ride = rng.random() < 0.2
+    kick_p = rng.uniform(0.1, 0.4)
+    t0 = rng.uniform(0, 0.5)
+    k = 0
+    while True:
+        t = t0 + k * sixteenth + (swing * sixteenth if k % 2 else 0.0) + rng.normal(0, 0.005)
+        if t > dur - 0.3:
+            break
+        pos = k % 16
+        hits = []
+        if pos == 0 or (pos % 4 != 0 and rng.random() < kick_p / 2) or (pos == 8 and rng.random() < 0.7):
+            hits.append(("kick", int(rng.choice(KICKS))))
+        if pos in (4, 12) or rng.random() < 0.04:
+            hits.append(("snare", int(rng.choice(SNARES))))
+        if pos % hat_div == 0:
+            if ride:
+                hits.append((None, 51))
+            else:
+                hits.append(("hihat", int(rng.choice(HIHATS, p=[0.8, 0.08, 0.12]))))
+        if rng.random() < 0.04:
+            hits.append((None, int(rng.choice(DISTRACTORS))))
+        if pos == 0 and k // 16 % 4 == 0 and rng.random() < 0.3:
+            hits.append((None, int(rng.choice([49, 57]))))
+        for cls, note in hits:
+            tt = max(0.0, t + rng.normal(0, 0.003))
+            sc.note(DRUM_CHANNEL, note, tt, tt + 0.1, int(np.clip(rng.normal(95, 20), 20, 127)))
+            if cls:
+                events.append((tt, cls))
+        k += 1
+    if rng.random() < 0.5:  # pitched accompaniment
+        sc.program(0, int(rng.choice(list(range(32, 40)))))
+        sc.program(1, int(rng.choice(list(range(0, 8)) + list(range(24, 30)) + list(range(16, 20)))))
+        for p, a, b in _melody(rng, 28, 52, 0, dur - 0.3, tempo):
+            sc.note(0, p, a, b, int(rng.integers(50, 110)))
+        for p, a, b in _melody(rng, 55, 79, 0, dur - 0.3, tempo / 2):
+            for q in (p, p + 4, p + 7):
+                sc.note(1, q, a, b, int(rng.integers(40, 90)))
+    events.sort()
+    return sc, dur, {"events": events, "labels": [c for _, c in events]}
+
+
+# -- instrument ----------------------------------------------------------------------------
+def gen_instrument(rng, kits: int = 0) -> tuple[Score, float, dict]:
+    dur = 3.0
+    fam = FAMILIES[rng.integers(len(FAMILIES))]
+    prog, lo, hi = _program(rng, fam)
+    sc = Score()
+    sc.program(0, prog)
+    mode = rng.choice(["note", "phrase", "poly"], p=[0.4, 0.4, 0.2])
+    if mode == "note":
+        p = int(rng.integers(lo, hi + 1))
+        a = rng.uniform(0.0, 0.3)
+        sc.note(0, p, a, a + rng.uniform(0.5, 2.5), int(rng.integers(40, 127)))
+    else:
+        for p, a, b in _melody(rng, lo, hi, rng.uniform(0, 0.3), dur - 0.1, rng.uniform(80, 180)):
+            sc.note(0, p, a, b, int(rng.integers(40, 127)))
+            if mode == "poly" and fam not in ("flute", "reed", "brass", "vocal", "synth_lead", "bass"):
+                sc.note(0, min(p + int(rng.choice([3, 4, 7, 12])), 108), a, b, int(rng.integers(40, 127)))
+    return sc, dur, {"family": fam, "labels": [fam]}
+
+
+GENERATORS = {"pitch": gen_pitch, "onset": gen_onset, "chord": gen_chord, "drums": gen_drums,
+              "instrument": gen_instrument}
+
+
+def write_item(task: str, folder: Path, name: str, audio: np.ndarray, a: dict) -> None:
+    sf.write(folder / f"{name}.wav", audio, SAMPLE_RATE, subtype="PCM_16")
+    path = folder / (name + ann.SUFFIX[task])
+    if task == "pitch":
+        ann.write_f0(path, a["times"], a["f0"])
+    elif task == "onset":
+        ann.write_times(path, a["onsets"])
+    elif task == "chord":
+        ann.write_lab(path, a["segments"])
+    elif task == "drums":
+        ann.write_drums(path, a["events"])
+    else:
+        ann.write_label(path, a["family"])
+
+
+def write_dataset(task: str, split: str, minutes: float, seed: int, out: Path,
+                  soundfont: Path | None = None, progress: bool = True) -> dict:
+    """Render ``minutes`` of labelled audio for one task and split into ``out``."""
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
+    if minutes <= 0:
+        raise UserError("--minutes must be positive")
+    font = Path(soundfont) if soundfont else default_soundfont(split)
+    fonts = [font] + (extra_drum_kits(split) if task == "drums" and soundfont is None else [])
+    renderer = Renderer(fonts)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([seed, SPLITS.index(split), TASKS.index(task)])
+    items, total, hist = [], 0.0, Counter()
+    from rich.progress import Progress
+
+    with Progress(disable=not progress, transient=True) as bar:
+        job = bar.add_task(f"rendering {task}/{split}", total=minutes * 60)
+        while total < minutes * 60:
+            score, dur, a = GENERATORS[task](rng, kits=len(fonts) - 1)
+            audio = realism(rng, renderer.render(score, dur))
+            name = f"{task}_{split}_{len(items):05d}"
+            write_item(task, out, name, audio, a)
+            items.append({"name": name, "duration": dur})
+            hist.update(a["labels"] if task != "onset" else ["onset"] * len(a["onsets"]))
+            total += dur
+            bar.update(job, advance=dur)
+    manifest = {
+        "task": task, "split": split, "seed": seed, "generator_version": GENERATOR_VERSION,
+        "soundfonts": [p.name for p in fonts], "sample_rate": SAMPLE_RATE,
+        "minutes": round(total / 60, 3), "items": items, "label_histogram": dict(sorted(hist.items())),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+assert set(FAMILY_PROGRAMS) == set(FAMILIES) and CHORDS[0] == "N"

@@ -1,0 +1,128 @@
+"""Task metrics through mir_eval, on references and estimates in the project's formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgemir.errors import UserError
+from edgemir.labels import DRUM_CLASSES, FAMILIES
+from train import annotations as ann
+
+WINDOW = 0.05  # onset and drum tolerance, seconds
+
+
+def pitch_scores(ref: tuple, est: tuple) -> dict[str, float]:
+    """RPA, RCA, voicing recall and false alarm (mir_eval.melody); est f0 < 0 = unvoiced guess."""
+    import mir_eval
+
+    (rt, rf), (et, ef) = ref, est
+    rv, rc, ev, ec = mir_eval.melody.to_cent_voicing(rt, rf, et, ef)
+    return {
+        "rpa": float(mir_eval.melody.raw_pitch_accuracy(rv, rc, ev, ec)),
+        "rca": float(mir_eval.melody.raw_chroma_accuracy(rv, rc, ev, ec)),
+        "voicing_recall": float(mir_eval.melody.voicing_recall(rv, ev)),
+        "voicing_false_alarm": float(mir_eval.melody.voicing_false_alarm(rv, ev)),
+    }
+
+
+def onset_scores(ref: np.ndarray, est: np.ndarray) -> dict[str, float]:
+    import mir_eval
+
+    f, p, r = mir_eval.onset.f_measure(np.asarray(ref), np.asarray(est), window=WINDOW)
+    return {"f": float(f), "p": float(p), "r": float(r), "n_ref": int(len(ref)), "n_est": int(len(est))}
+
+
+def drum_scores(ref: dict, est: dict) -> dict[str, float]:
+    import mir_eval
+
+    out = {}
+    for c in DRUM_CLASSES:
+        r, e = np.asarray(ref.get(c, [])), np.asarray(est.get(c, []))
+        if len(r) == 0 and len(e) == 0:
+            out[c] = 1.0
+        else:
+            out[c] = float(mir_eval.onset.f_measure(r, e, window=WINDOW)[0])
+    out["mean_f"] = float(np.mean([out[c] for c in DRUM_CLASSES]))
+    return out
+
+
+def chord_scores(ref: tuple, est: tuple) -> dict[str, float]:
+    """Weighted chord symbol recall with the majmin comparison; duration in seconds as weight."""
+    import mir_eval
+
+    (ri, rl), (ei, el) = ref, est
+    ei, el = mir_eval.util.adjust_intervals(np.asarray(ei), list(el), ri.min(), ri.max(),
+                                            mir_eval.chord.NO_CHORD, mir_eval.chord.NO_CHORD)
+    iv, r, e = mir_eval.util.merge_labeled_intervals(ri, rl, ei, el)
+    dur = mir_eval.util.intervals_to_durations(iv)
+    comp = mir_eval.chord.majmin(r, e)
+    return {"majmin": float(mir_eval.chord.weighted_accuracy(comp, dur)), "seconds": float(dur.sum())}
+
+
+def aggregate(task: str, per_item: dict[str, dict]) -> dict[str, float]:
+    """Dataset-level scores: frame/duration-weighted where the metric is, else item means."""
+    if not per_item:
+        raise UserError("nothing to score")
+    vals = list(per_item.values())
+    if task == "instrument":
+        refs = [v["ref"] for v in vals]
+        ests = [v["est"] for v in vals]
+        acc = float(np.mean([r == e for r, e in zip(refs, ests)]))
+        f1s = []
+        for fam in FAMILIES:
+            tp = sum(r == fam and e == fam for r, e in zip(refs, ests))
+            fp = sum(r != fam and e == fam for r, e in zip(refs, ests))
+            fn = sum(r == fam and e != fam for r, e in zip(refs, ests))
+            if tp + fp + fn:
+                f1s.append(2 * tp / (2 * tp + fp + fn))
+        return {"accuracy": acc, "macro_f1": float(np.mean(f1s)), "items": len(vals)}
+    if task == "chord":
+        w = np.array([v["seconds"] for v in vals])
+        return {"majmin": float(np.sum(w * [v["majmin"] for v in vals]) / w.sum()), "items": len(vals)}
+    keys = [k for k in vals[0] if isinstance(vals[0][k], float)]
+    out = {k: float(np.mean([v[k] for v in vals])) for k in keys}
+    out["items"] = len(vals)
+    return out
+
+
+HEADLINE = {"pitch": "rpa", "onset": "f", "chord": "majmin", "drums": "mean_f", "instrument": "accuracy"}
+
+
+def score_item(task: str, ref, est) -> dict:
+    if task == "pitch":
+        return pitch_scores(ref, est)
+    if task == "onset":
+        return onset_scores(ref, est)
+    if task == "drums":
+        return drum_scores(ref, est)
+    if task == "chord":
+        return chord_scores(ref, est)
+    return {"ref": ref, "est": est}
+
+
+def read_estimate(task: str, path: Path):
+    if task == "instrument" and not path.exists():
+        lab = path.with_name(path.name[: -len(".label")] + ".instrument.lab")
+        if lab.exists():  # a long file analysed per window: the longest-covering family
+            iv, labs = ann.read_instrument_lab(lab)
+            tot: dict[str, float] = {}
+            for (a, b), fam in zip(iv, labs):
+                tot[fam] = tot.get(fam, 0.0) + b - a
+            return max(tot, key=tot.get)
+    if not path.exists():
+        raise UserError(f"{path}: estimate missing")
+    return ann.read_annotation(task, path)
+
+
+def evaluate_folders(task: str, ref_dir: Path, est_dir: Path) -> dict:
+    """Score every reference item in ref_dir against the same-named estimate in est_dir."""
+    names = ann.list_items(task, ref_dir)
+    suf = ann.SUFFIX[task]
+    per = {}
+    for n in names:
+        ref = ann.read_annotation(task, Path(ref_dir) / (n + suf))
+        est = read_estimate(task, Path(est_dir) / (n + suf))
+        per[n] = score_item(task, ref, est)
+    return {"task": task, "summary": aggregate(task, per), "items": per}
