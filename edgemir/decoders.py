@@ -151,11 +151,14 @@ class DrumDecoder(Decoder):
 
 
 class ChordDecoder(Decoder):
-    """Online HMM filtering (sticky transitions) over frame posteriors; an event per change."""
+    """Online HMM filtering (sticky transitions) over frame posteriors, then a minimum duration:
+    a new chord is reported once it has led for ``min_frames`` (dated back to when it started)."""
 
     task = "chord"
 
-    def __init__(self, stay: float = 0.995, min_level_db: float = -70.0) -> None:
+    def __init__(self, stay: float = 0.995, min_level_db: float = -70.0, min_frames: int = 10) -> None:
+        self.min_frames = self.delay_frames = min_frames
+        self.candidate, self.count, self.cand_start = -1, 0, 0
         n = len(CHORDS)
         self.log_trans = np.log(np.full((n, n), (1 - stay) / (n - 1)))
         np.fill_diagonal(self.log_trans, np.log(stay))
@@ -173,9 +176,16 @@ class ChordDecoder(Decoder):
             b = prior + obs
             self.belief = b - np.logaddexp.reduce(b)
             best = int(np.argmax(self.belief))
-            if best != self.current:
-                self.current = best
-                out.append(Event(frame_time(first + k), "chord", CHORDS[best], float(np.exp(self.belief[best])), first + k))
+            if best == self.current:
+                self.candidate, self.count = -1, 0
+                continue
+            if best != self.candidate:
+                self.candidate, self.count, self.cand_start = best, 0, first + k
+            self.count += 1
+            if self.count >= self.min_frames or self.current < 0:
+                self.current, self.candidate, self.count = best, -1, 0
+                out.append(Event(frame_time(self.cand_start), "chord", CHORDS[best], float(np.exp(self.belief[best])),
+                                 first + k))
         return out
 
 

@@ -98,9 +98,10 @@ class FeatureBank(nn.Module):
     def __init__(self, matrix: np.ndarray) -> None:
         super().__init__()
         self.register_buffer("matrix", torch.as_tensor(np.asarray(matrix, dtype=np.float32)))
+        self.eps = LOG_EPS
 
     def forward(self, spec: Tensor) -> Tensor:
-        return torch.log(spec @ self.matrix.t() + LOG_EPS).transpose(-1, -2)
+        return torch.log(spec @ self.matrix.t() + self.eps).transpose(-1, -2)
 
 
 FEATURE_SPECS: dict[str, dict] = {

@@ -40,3 +40,20 @@ def run_cli(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout:
     if env:
         e.update(env)
     return subprocess.run(args, cwd=cwd, env=e, capture_output=True, timeout=timeout, input=input)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundles(tmp_path_factory):
+    """A folder with one small, randomly initialised bundle per task (real TorchScript exports)."""
+    import torch
+
+    from train.export import export
+    from train.nets import build
+
+    d = tmp_path_factory.mktemp("bundles")
+    torch.manual_seed(0)
+    for task in ("pitch", "onset", "chord", "drums", "instrument"):
+        net = build(task, width=0.1).eval()
+        dec = {"onset": {"threshold": 0.5}, "drums": {"thresholds": [0.5, 0.5, 0.5]}}.get(task, {})
+        export(task, net, d / f"{task}-tiny.ts", {"round": 0, "fraction_removed": 0.0}, decoder=dec)
+    return d

@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--seed", type=int, default=0)
     lt.add_argument("--width", type=float, default=1.0)
 
+    for sp in (f, lt):
+        sp.add_argument("--steps", type=int, default=150, help="batches per epoch")
+        sp.add_argument("--limit", type=int, default=None, help="use at most this many items per split")
+        if sp is lt:
+            sp.add_argument("--threads", type=int, default=1)
+
     r = sub.add_parser("report", help="table and figures from lottery runs")
     r.add_argument("runs", nargs="+", type=Path)
     r.add_argument("--out", type=Path, required=True)

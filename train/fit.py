@@ -119,7 +119,7 @@ def decoder_grid(task: str) -> list[dict]:
     if task == "drums":
         return [{"thresholds": (t, t, t)} for t in THRESHOLDS]
     if task == "chord":
-        return [{"stay": s} for s in (0.9, 0.98, 0.995)]
+        return [{"stay": s, "min_frames": m} for s in (0.9, 0.99) for m in (10, 30)]
     return [{}]
 
 
@@ -154,7 +154,8 @@ def tune_and_score(task: str, net: FrameNet, items: list[Item], decoder: dict | 
 # -- training ------------------------------------------------------------------------------
 def train_epochs(task: str, net: FrameNet, batcher: Batcher, valid: list[Item], epochs: int, lr: float,
                  batch: int, ckpt_dir: Path | None = None, masks: dict | None = None, patience: int = 5,
-                 label: str = "fit", keep_epochs: tuple[int, ...] = ()) -> tuple[FrameNet, dict]:
+                 label: str = "fit", keep_epochs: tuple[int, ...] = (),
+                 steps: int = STEPS_PER_EPOCH) -> tuple[FrameNet, dict]:
     """Train with early stopping on the validation headline; returns the best net and history."""
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.3, patience=2)
@@ -163,11 +164,11 @@ def train_epochs(task: str, net: FrameNet, batcher: Batcher, valid: list[Item], 
     cols = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("{task.fields[info]}"))
     with Progress(*cols, console=console, transient=False) as prog:
-        job = prog.add_task(label, total=epochs * STEPS_PER_EPOCH, info="")
+        job = prog.add_task(label, total=epochs * steps, info="")
         for ep in range(1, epochs + 1):
             net.train()
             t0, losses = time.time(), []
-            for _ in range(STEPS_PER_EPOCH):
+            for _ in range(steps):
                 x, y = batcher.sample(batch)
                 out, _ = net(x, torch.zeros(0))
                 loss = loss_fn(task, out, y)
@@ -224,11 +225,11 @@ def fit_command(args) -> None:
     out = Path(args.out)
     (out / "ckpt").mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    data = load_data(args.task, args.data)
+    data = load_data(args.task, args.data, args.limit)
     net = build(args.task, args.width)
     batcher = Batcher(args.task, data["train"], net.receptive_field, net.lookahead, seed=args.seed)
     net, info = train_epochs(args.task, net, batcher, data["valid"], args.epochs, args.lr, args.batch,
-                             out / "ckpt", label=f"fit {args.task}")
+                             out / "ckpt", label=f"fit {args.task}", steps=args.steps)
     torch.save(net.state_dict(), out / "best.pt")
     kw, valid_summary = tune_and_score(args.task, net, data["valid"])
     _, test_summary = tune_and_score(args.task, net, data["test"], kw)

@@ -1,0 +1,5 @@
+import sys
+
+from edgemir.cli import main
+
+sys.exit(main())

@@ -1,0 +1,156 @@
+"""Wiring: bundles -> engine; the live loop (source -> engine -> sinks/display); file analysis."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgemir.bundle import Bundle, find_bundles, load_bundle
+from edgemir.decoders import Event, InstrumentDecoder, make_decoder
+from edgemir.engine import Engine, TaskRunner
+from edgemir.errors import UserError
+from edgemir.frontend import N_FFT
+from edgemir.labels import HOP, SAMPLE_RATE, TASKS
+from edgemir.sources import Source
+
+
+def parse_tasks(s: str | None) -> list[str]:
+    if not s:
+        return list(TASKS)
+    tasks = [t.strip() for t in s.split(",") if t.strip()]
+    for t in tasks:
+        if t not in TASKS:
+            raise UserError(f"unknown task {t!r} (choose from {', '.join(TASKS)})")
+    return tasks
+
+
+def load_models(tasks: list[str], models_dir: Path | None, required: bool = True) -> dict[str, Bundle]:
+    paths = find_bundles(models_dir, tasks)
+    missing = [t for t in tasks if t not in paths]
+    if missing and required:
+        where = f"{models_dir} or " if models_dir else ""
+        raise UserError(f"no bundle for {', '.join(missing)} in {where}{Path(__file__).parent / 'models'}")
+    return {t: load_bundle(p) for t, p in paths.items()}
+
+
+def build_engine(bundles: dict[str, Bundle], block: int = 4, decoder_overrides: dict | None = None) -> Engine:
+    runners = []
+    for task, b in bundles.items():
+        kw = dict(b.card.get("decoder", {}))
+        kw.update((decoder_overrides or {}).get(task, {}))
+        if "thresholds" in kw:
+            kw["thresholds"] = tuple(kw["thresholds"])
+        runners.append(TaskRunner(task, b.module, b.card, make_decoder(task, **kw), block=block))
+    return Engine(runners)
+
+
+def summary_of(engine: Engine) -> dict:
+    out = {}
+    for r in engine.runners:
+        if isinstance(r.decoder, InstrumentDecoder):
+            out["instrument"] = r.decoder.summary()
+    return out
+
+
+@dataclass
+class LiveState:
+    """What the display and the status line show."""
+
+    events: list[Event] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    cpu0: float = field(default_factory=time.process_time)
+    audio_s: float = 0.0
+
+
+class Runner:
+    """The worker loop: pull hops from the source, push them through the engine, fan out events."""
+
+    def __init__(self, source: Source, engine: Engine, sinks: list, on_events=None, notify=None) -> None:
+        self.source, self.engine, self.sinks = source, engine, sinks
+        self.on_events = on_events
+        self.notify = notify
+        self.state = LiveState()
+        self.la = {r.task: r.la for r in engine.runners}
+        self.samples = 0
+
+    def latency_ms(self, e: Event, block_compute_s: float) -> float:
+        needed = (e.frame + self.la.get(e.task, 0)) * HOP + N_FFT // 2
+        algorithmic = max(0, needed - e.t * SAMPLE_RATE) / SAMPLE_RATE
+        arrived = self.source.arrival_time(needed)
+        if arrived is None:  # unpaced: algorithmic latency plus this block's compute
+            return (algorithmic + block_compute_s) * 1000
+        return (time.perf_counter() - arrived + algorithmic) * 1000
+
+    def step(self, max_samples: int = 16000) -> bool:
+        """One pass; False at the end of the source."""
+        x = self.source.read(max_samples)
+        if x is None:
+            events = self.engine.finish()
+            self._fan_out(events, 0.0)
+            return False
+        if len(x) == 0:
+            time.sleep(0.002)
+            return True
+        t0 = time.perf_counter()
+        events = self.engine.push(x)
+        self.samples += len(x)
+        self.state.audio_s = self.samples / SAMPLE_RATE
+        self._fan_out(events, time.perf_counter() - t0)
+        if self.notify:
+            self.notify.ping()
+        return True
+
+    def _fan_out(self, events: list[Event], compute_s: float) -> None:
+        for e in events:
+            lat = self.latency_ms(e, compute_s)
+            self.state.latencies.append(lat)
+            for s in self.sinks:
+                s.emit(e, lat)
+        self.state.latencies = self.state.latencies[-2000:]
+        if events:
+            self.state.events.extend(events)
+            self.state.events = self.state.events[-500:]
+            for s in self.sinks:
+                s.flush()
+        if self.on_events:
+            self.on_events(events)
+
+    def status(self) -> dict:
+        st = self.engine.stats
+        wall = time.perf_counter() - self.state.started
+        cpu = (time.process_time() - self.state.cpu0) / wall * 100 if wall > 0 else 0.0
+        comp = st.compute_ms[-500:]
+        return {"compute_p50_ms": st.percentile(comp, 50), "compute_p99_ms": st.percentile(comp, 99),
+                "cpu_percent": cpu, "xruns": self.source.xruns, "latency_p50_ms": st.percentile(self.state.latencies, 50),
+                "latency_p99_ms": st.percentile(self.state.latencies, 99), "hops": st.hops,
+                "level_db": self.engine.level_db, "audio_s": self.state.audio_s}
+
+
+def set_threads(n: int) -> None:
+    torch.set_num_threads(max(1, n))
+    os.environ.setdefault("OMP_NUM_THREADS", str(n))
+
+
+def analyze_file(path: Path, bundles: dict[str, Bundle], out: Path, block: int = 100) -> dict:
+    """Offline analysis through the same engine and runner (unpaced file source)."""
+    from edgemir.sinks import write_analysis
+    from edgemir.sources import FileSource
+
+    src = FileSource(path)
+    eng = build_engine(bundles, block=block)
+    collected: list[Event] = []
+    runner = Runner(src, eng, [], on_events=collected.extend)
+    src.start()
+    while runner.step(max_samples=SAMPLE_RATE * 10):
+        pass
+    dur = len(src.audio) / SAMPLE_RATE
+    events = [e for e in collected if e.t <= dur + 1e-9]
+    written = write_analysis(Path(out), Path(path).stem, events, dur, summary_of(eng), list(bundles))
+    return {"file": str(path), "duration": dur, "events": len(events), "written": [str(p) for p in written],
+            "compute_ms_total": float(np.sum(eng.stats.compute_ms))}

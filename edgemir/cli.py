@@ -1,0 +1,231 @@
+"""``edgemir``: run (live), analyze (files), info (bundle cards), devices, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from edgemir import __version__
+from edgemir.errors import UserError
+
+DEMO = Path(__file__).parent / "data" / "demo.wav"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgemir", description="ultra-light deep music analysis")
+    p.add_argument("--version", action="version", version=f"edgemir {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="live analysis from an input device (or a file)")
+    r.add_argument("--device", help="input device index or name (see 'edgemir devices')")
+    r.add_argument("--tasks", help="comma-separated: pitch,onset,chord,drums,instrument")
+    r.add_argument("--models", type=Path, help="folder of bundles (before the shipped ones)")
+    r.add_argument("--file", type=Path, help="analyse this file instead of a device")
+    r.add_argument("--realtime", action="store_true", help="pace --file in real time")
+    r.add_argument("--jsonl", help="write events as JSON lines to PATH, or - for stdout")
+    r.add_argument("--osc", help="send events as OSC to HOST:PORT")
+    r.add_argument("--no-display", action="store_true", help="no live display (services, pipes)")
+    r.add_argument("--duration", type=float, help="stop after S seconds of audio")
+    r.add_argument("--block", type=int, default=4, help="hops per model run (latency vs CPU)")
+    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--config", type=Path, help="TOML config (default /etc/edgemir/edgemir.toml if present)")
+
+    a = sub.add_parser("analyze", help="offline analysis of files through the same engine")
+    a.add_argument("files", nargs="+", type=Path)
+    a.add_argument("--tasks")
+    a.add_argument("--models", type=Path)
+    a.add_argument("--out", type=Path, required=True)
+    a.add_argument("--threads", type=int, default=1)
+
+    i = sub.add_parser("info", help="print a bundle's card")
+    i.add_argument("bundle", type=Path, nargs="?")
+    i.add_argument("--json", action="store_true")
+
+    sub.add_parser("devices", help="list input devices")
+
+    b = sub.add_parser("bench", help="latency, cost and accuracy of bundles side by side")
+    b.add_argument("bundles", nargs="*", type=Path)
+    b.add_argument("--tasks")
+    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--seconds", type=float, default=10.0)
+    b.add_argument("--json", type=Path)
+    b.add_argument("--plot", type=Path)
+    return p
+
+
+def cmd_info(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgemir.app import load_models
+    from edgemir.bundle import load_bundle
+    from edgemir.labels import TASKS
+
+    if args.bundle is None:  # installed models
+        print(f"edgemir {__version__}")
+        bundles = load_models(list(TASKS), None, required=False)
+        if not bundles:
+            print("no models installed")
+        for t, b in bundles.items():
+            c = b.card
+            print(f"{t:<11} {b.path.name:<32} {c['params']:>8} params  {c.get('fraction_removed', 0):.0%} removed")
+        return 0
+    b = load_bundle(args.bundle)
+    if args.json:
+        print(json.dumps(b.card, indent=1))
+        return 0
+    t = Table(title=str(args.bundle), show_header=False)
+    for k, v in b.card.items():
+        t.add_row(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+    Console().print(t)
+    return 0
+
+
+def cmd_devices(args) -> int:
+    try:
+        import sounddevice as sd
+
+        devs = sd.query_devices()
+    except Exception as e:
+        raise UserError(f"audio system unavailable: {str(e).splitlines()[0]}") from None
+    n = 0
+    for i, d in enumerate(devs):
+        if d["max_input_channels"] > 0:
+            print(f"{i:>3}  {d['name']:<40} {d['max_input_channels']} ch  {int(d['default_samplerate'])} Hz")
+            n += 1
+    if not n:
+        print("no input devices")
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from edgemir.app import analyze_file, load_models, parse_tasks, set_threads
+
+    set_threads(args.threads)
+    tasks = parse_tasks(args.tasks)
+    bundles = load_models(tasks, args.models)
+    failed = 0
+    for f in args.files:
+        try:
+            res = analyze_file(f, bundles, args.out)
+            print(json.dumps({k: res[k] for k in ("file", "duration", "events")}))
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+    return 2 if failed else 0
+
+
+def _open_source(args, console):
+    from edgemir.sources import DeviceSource, FileSource
+
+    if args.file:
+        return FileSource(args.file, realtime=args.realtime), False
+    try:
+        dev = args.device
+        if dev is not None and dev.isdigit():
+            dev = int(dev)
+        src = DeviceSource(dev)
+        src.start()
+        return src, False
+    except UserError as e:
+        if args.device is not None:
+            raise
+        console.print(f"no input device ({e}); playing the bundled demo clip", style="yellow")
+        return FileSource(DEMO, realtime=True), True
+
+
+def cmd_run(args) -> int:
+    from rich.console import Console
+
+    from edgemir.app import Runner, build_engine, load_models, parse_tasks, set_threads
+    from edgemir.display import Dashboard
+    from edgemir.notify import Notifier
+    from edgemir.sinks import JsonlSink, OscSink
+
+    err = Console(stderr=True)
+    set_threads(args.threads)
+    tasks = parse_tasks(args.tasks)
+    bundles = load_models(tasks, args.models)
+    tasks = [t for t in tasks if t in bundles]
+    engine = build_engine(bundles, block=args.block)
+    source, demo = _open_source(args, err)
+    sinks = []
+    if args.jsonl:
+        sinks.append(JsonlSink(args.jsonl))
+    if args.osc:
+        sinks.append(OscSink(args.osc))
+    show = not args.no_display and args.jsonl != "-"
+    dash = Dashboard(("DEMO — " if demo else "") + f"edgemir {__version__} — {source.name}", tasks)
+    notify = Notifier()
+    runner = Runner(source, engine, sinks, on_events=dash.update, notify=notify)
+    stop = {"flag": False}
+
+    def _stop(*_):
+        stop["flag"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    source.start()
+    notify.ready()
+    if not show:
+        err.print(f"edgemir {__version__}: {source.name}; tasks {','.join(tasks)}", style="dim")
+    try:
+        if show:
+            from rich.live import Live
+
+            with Live(dash.render(runner.status()), console=Console(), refresh_per_second=10,
+                      transient=False) as live:
+                last = 0.0
+                while not stop["flag"] and runner.step():
+                    if args.duration and runner.state.audio_s >= args.duration:
+                        break
+                    if time.perf_counter() - last > 0.1:
+                        live.update(dash.render(runner.status()))
+                        last = time.perf_counter()
+                live.update(dash.render(runner.status()))
+        else:
+            while not stop["flag"] and runner.step():
+                if args.duration and runner.state.audio_s >= args.duration:
+                    break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        source.stop()
+        for s in sinks:
+            s.close()
+        notify.stopping()
+    st = runner.status()
+    err.print(f"processed {st['audio_s']:.1f} s: hop compute p50 {st['compute_p50_ms']:.2f} ms, "
+              f"p99 {st['compute_p99_ms']:.2f} ms, xruns {st['xruns']}, latency p50 {st['latency_p50_ms']:.0f} ms",
+              style="dim")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.cmd == "info":
+            return cmd_info(args)
+        if args.cmd == "devices":
+            return cmd_devices(args)
+        if args.cmd == "analyze":
+            return cmd_analyze(args)
+        if args.cmd == "run":
+            return cmd_run(args)
+        if args.cmd == "bench":
+            from edgemir.bench import cmd_bench
+
+            return cmd_bench(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

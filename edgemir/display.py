@@ -1,0 +1,114 @@
+"""The live terminal display (rich): tuner, chords, onsets, drum grid, instrument, level, status.
+Sized for an 80×24 terminal."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from edgemir.decoders import Event
+from edgemir.labels import DRUM_CLASSES, note_name
+
+GRID = 32  # drum grid columns, 100 ms each
+
+
+class Dashboard:
+    def __init__(self, title: str, tasks: list[str]) -> None:
+        self.title = title
+        self.tasks = tasks
+        self.pitch: Event | None = None
+        self.chords: deque[str] = deque(maxlen=6)
+        self.onsets: deque[float] = deque(maxlen=200)
+        self.last_onset_wall = 0.0
+        self.drums: deque[tuple[float, str]] = deque(maxlen=400)
+        self.instrument: Event | None = None
+        self.now_t = 0.0
+
+    def update(self, events: list[Event]) -> None:
+        for e in events:
+            self.now_t = max(self.now_t, e.t)
+            if e.task == "pitch":
+                self.pitch = e
+            elif e.task == "chord":
+                if not self.chords or self.chords[-1] != e.value:
+                    self.chords.append(str(e.value))
+            elif e.task == "onset":
+                self.onsets.append(e.t)
+                self.last_onset_wall = time.perf_counter()
+            elif e.task == "drums":
+                self.drums.append((e.t, str(e.value)))
+            elif e.task == "instrument":
+                self.instrument = e
+
+    def _tuner(self) -> Panel:
+        e = self.pitch
+        if e is None or e.value <= 0:
+            body = Text("  —  (unvoiced)", style="dim")
+        else:
+            midi = 69 + 12 * math.log2(e.value / 440.0)
+            cents = (midi - round(midi)) * 100
+            pos = int(round((cents + 50) / 100 * 30))
+            needle = "".join("|" if i == 15 else ("●" if i == pos else "─") for i in range(31))
+            style = "green" if abs(cents) < 5 else "yellow"
+            body = Text.assemble((f"{note_name(midi):>4} ", "bold " + style), (f"{cents:+5.1f}c ", style),
+                                 (f"{e.value:7.1f} Hz ", ""), (f"conf {e.confidence:.2f}\n", "dim"), (needle, style))
+        return Panel(body, title="tuner", height=4)
+
+    def _chords(self) -> Panel:
+        cur = self.chords[-1] if self.chords else "—"
+        prev = "  ".join(list(self.chords)[:-1][-4:])
+        return Panel(Text.assemble((f"{cur}\n", "bold cyan"), (prev, "dim")), title="chord", height=4)
+
+    def _onsets(self) -> Panel:
+        flash = time.perf_counter() - self.last_onset_wall < 0.15
+        rate = sum(1 for t in self.onsets if t > self.now_t - 5) / 5.0
+        return Panel(Text.assemble(("●" if flash else "○", "bold red" if flash else "dim"), f"  {rate:.1f}/s"),
+                     title="onsets", height=3)
+
+    def _drums(self) -> Panel:
+        t_end = self.now_t
+        rows = []
+        for c in DRUM_CLASSES:
+            cells = [" "] * GRID
+            for t, cls in self.drums:
+                k = GRID - 1 - int((t_end - t) / 0.1)
+                if cls == c and 0 <= k < GRID:
+                    cells[k] = "■"
+            rows.append(Text(f"{c:>5} " + "".join(cells)))
+        return Panel(Group(*rows), title="drums", height=5)
+
+    def _instrument(self) -> Panel:
+        e = self.instrument
+        if e is None:
+            return Panel(Text("—", style="dim"), title="instrument", height=3)
+        bar = "█" * int(e.confidence * 10)
+        return Panel(Text.assemble((f"{e.value:<11}", "bold magenta"), f"{bar:<10} {e.confidence:.2f}"),
+                     title="instrument", height=3)
+
+    def render(self, status: dict):
+        lv = status.get("level_db", -120.0)
+        n = max(0, min(30, int((lv + 80) / 80 * 30)))
+        meter = Text.assemble(("level ", "dim"), ("█" * n, "green" if lv < -6 else "red"), (" " * (30 - n)),
+                              f" {lv:6.1f} dB")
+        grid = Table.grid(expand=True)
+        grid.add_column(ratio=1)
+        grid.add_column(ratio=1)
+        left = [self._tuner() if "pitch" in self.tasks else None, self._chords() if "chord" in self.tasks else None]
+        right = [self._onsets() if "onset" in self.tasks else None,
+                 self._instrument() if "instrument" in self.tasks else None]
+        grid.add_row(Group(*[p for p in left if p]), Group(*[p for p in right if p]))
+        parts = [Text(self.title, style="bold"), grid]
+        if "drums" in self.tasks:
+            parts.append(self._drums())
+        parts.append(meter)
+        parts.append(Text(
+            f"hop p50 {status['compute_p50_ms']:.2f} ms p99 {status['compute_p99_ms']:.2f} ms | "
+            f"CPU {status['cpu_percent']:.0f}% | xruns {status['xruns']} | "
+            f"latency p50 {status['latency_p50_ms']:.0f} ms p99 {status['latency_p99_ms']:.0f} ms", style="dim"))
+        return Group(*parts)

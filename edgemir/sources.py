@@ -1,0 +1,204 @@
+"""Audio sources: a live input device (sounddevice) or a file, paced in real time or unpaced.
+
+The device callback only copies samples into a preallocated ring buffer (no allocation, no
+blocking, no model); the worker reads whole hops from it. Down-mixing and resampling to 16 kHz
+happen here, at the source.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgemir.errors import UserError
+from edgemir.labels import SAMPLE_RATE
+
+
+class RingBuffer:
+    """Single-producer single-consumer float32 ring; the producer never blocks (overflow counted)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.buf = np.zeros(capacity, dtype=np.float32)
+        self.cap = capacity
+        self.w = 0  # total samples written
+        self.r = 0  # total samples read
+        self.overflows = 0
+
+    def write(self, x: np.ndarray) -> None:
+        n = len(x)
+        if self.w + n - self.r > self.cap:  # the reader is too slow: drop this block
+            self.overflows += 1
+            return
+        i = self.w % self.cap
+        k = min(n, self.cap - i)
+        self.buf[i:i + k] = x[:k]
+        if k < n:
+            self.buf[: n - k] = x[k:]
+        self.w += n
+
+    def available(self) -> int:
+        return self.w - self.r
+
+    def read(self, n: int) -> np.ndarray:
+        n = min(n, self.available())
+        i = self.r % self.cap
+        k = min(n, self.cap - i)
+        out = np.concatenate([self.buf[i:i + k], self.buf[: n - k]]) if k < n else self.buf[i:i + k].copy()
+        self.r += n
+        return out
+
+
+class Source:
+    """Base: ``read(n)`` returns up to n samples (empty when none yet), None at the end."""
+
+    name = "source"
+    xruns = 0
+    nonfinite = 0
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def read(self, n: int) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def arrival_time(self, sample: int) -> float | None:
+        """Wall time (perf_counter) at which sample index ``sample`` arrived, if known."""
+        return None
+
+
+class FileSource(Source):
+    def __init__(self, path: Path, realtime: bool = False, loop: bool = False) -> None:
+        from edgemir.audio_io import read_audio
+
+        self.path = Path(path)
+        self.name = f"file {self.path.name}" + (" (real time)" if realtime else "")
+        self.audio = read_audio(self.path)
+        self.realtime = realtime
+        self.loop = loop
+        self.pos = 0
+        self.t0 = 0.0
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def read(self, n: int) -> np.ndarray | None:
+        if self.pos >= len(self.audio):
+            if not self.loop:
+                return None
+            self.pos, self.t0 = 0, time.perf_counter()
+            self.base = getattr(self, "base", 0) + len(self.audio)
+        if self.realtime:
+            due = int((time.perf_counter() - self.t0) * SAMPLE_RATE)
+            n = min(n, max(0, due - self.pos))
+        out = self.audio[self.pos:self.pos + n]
+        self.pos += len(out)
+        return out
+
+    def arrival_time(self, sample: int) -> float | None:
+        if not self.realtime:
+            return None
+        return self.t0 + (sample - getattr(self, "base", 0)) / SAMPLE_RATE
+
+
+class DeviceSource(Source):
+    """A sounddevice InputStream feeding a ring buffer; resampled to 16 kHz with soxr when needed."""
+
+    def __init__(self, device: str | int | None, blocksize: int = 160, seconds: float = 4.0) -> None:
+        import sounddevice as sd
+
+        self.sd = sd
+        try:
+            info = sd.query_devices(device, "input")
+        except Exception as e:
+            raise UserError(f"no input device {device!r} ({str(e).splitlines()[0]}); see 'edgemir devices'") from None
+        self.device = info["index"] if isinstance(info, dict) and "index" in info else device
+        self.channels = max(1, min(2, int(info["max_input_channels"])))
+        self.rate = SAMPLE_RATE
+        try:
+            sd.check_input_settings(self.device, channels=self.channels, samplerate=SAMPLE_RATE, dtype="float32")
+        except Exception:
+            self.rate = int(info["default_samplerate"])
+        self.name = f"device {info['name']} @ {self.rate} Hz"
+        self.ring = RingBuffer(int(seconds * self.rate))
+        self.resampler = None
+        if self.rate != SAMPLE_RATE:
+            import soxr
+
+            self.resampler = soxr.ResampleStream(self.rate, SAMPLE_RATE, 1, dtype="float32")
+        self.blocksize = blocksize if self.rate == SAMPLE_RATE else int(blocksize * self.rate / SAMPLE_RATE)
+        self._mix = np.zeros(8192, dtype=np.float32)
+        self.status_flags = 0
+        self.clock: list[tuple[int, float]] = []  # (samples written at 16 kHz, perf_counter) per read
+        self.stream = None
+        self.out_count = 0
+        self.ended = threading.Event()
+        self.error: str | None = None
+
+    def _callback(self, indata, frames, time_info, status) -> None:
+        # Realtime thread: copy only. Down-mix into a preallocated buffer, then the ring.
+        if status.input_overflow:
+            self.status_flags += 1
+        mix = self._mix[:frames]
+        if self.channels == 1:
+            mix[:] = indata[:, 0]
+        else:
+            np.mean(indata, axis=1, out=mix)
+        self.ring.write(mix)
+
+    def _finished(self) -> None:
+        self.ended.set()
+
+    def start(self) -> None:
+        try:
+            self.stream = self.sd.InputStream(device=self.device, channels=self.channels, samplerate=self.rate,
+                                              blocksize=self.blocksize, dtype="float32", callback=self._callback,
+                                              finished_callback=self._finished)
+            self.stream.start()
+        except Exception as e:
+            raise UserError(f"cannot open input device {self.device!r}: {str(e).splitlines()[0]}") from None
+
+    @property
+    def xruns(self) -> int:  # type: ignore[override]
+        return self.status_flags + self.ring.overflows
+
+    def stop(self) -> None:
+        if self.stream is not None:
+            try:
+                self.stream.abort()
+                self.stream.close()
+            except Exception:
+                pass
+            self.stream = None
+
+    @property
+    def active(self) -> bool:
+        return self.stream is not None and self.stream.active and not self.ended.is_set()
+
+    def read(self, n: int) -> np.ndarray | None:
+        avail = self.ring.available()
+        if avail == 0:
+            if not self.active:
+                return None
+            return np.zeros(0, dtype=np.float32)
+        x = self.ring.read(avail)
+        now = time.perf_counter()
+        if self.resampler is not None:
+            x = self.resampler.resample_chunk(x)
+        bad = ~np.isfinite(x)
+        if bad.any():
+            self.nonfinite += int(bad.sum())
+            x = np.where(bad, 0.0, x).astype(np.float32)
+        self.out_count += len(x)
+        self.clock.append((self.out_count, now))
+        self.clock = self.clock[-64:]
+        return x
+
+    def arrival_time(self, sample: int) -> float | None:
+        for count, t in self.clock:
+            if count >= sample:
+                return t
+        return None

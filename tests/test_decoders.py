@@ -1,0 +1,75 @@
+"""Decoders recover known events from synthetic activations, in blocks of any size."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgemir.decoders import ChordDecoder, DrumDecoder, InstrumentDecoder, OnsetDecoder, PitchDecoder
+from edgemir.labels import CHORDS, FAMILIES, PITCH_BINS, PITCH_FMIN
+
+
+def _blocks(dec, probs, sizes=(1, 3, 7)):
+    out, i, k = [], 0, 0
+    lv = np.zeros(probs.shape[1])
+    while i < probs.shape[1]:
+        n = sizes[k % len(sizes)]
+        out += dec.push(probs[:, i:i + n], i, lv[i:i + n])
+        i += n
+        k += 1
+    return out + dec.finish()
+
+
+def test_onset_peaks_with_threshold_and_min_gap():
+    a = np.zeros((1, 300), np.float32)
+    for t in (20, 100, 102, 200):
+        a[0, t - 1: t + 2] = [0.6, 0.9, 0.6]
+    a[0, 250] = 0.3  # below threshold
+    ev = _blocks(OnsetDecoder(threshold=0.5, min_gap=3), a)
+    assert [round(e.t * 100) for e in ev] == [20, 100, 200]
+
+
+def test_drums_per_class():
+    a = np.zeros((3, 200), np.float32)
+    a[0, 50] = a[1, 80] = a[2, 50] = a[2, 120] = 0.9
+    ev = _blocks(DrumDecoder(), a)
+    assert sorted((round(e.t * 100), e.value) for e in ev) == [(50, "hihat"), (50, "kick"), (80, "snare"), (120, "hihat")]
+
+
+def test_pitch_weighted_average_and_voicing():
+    T = 10
+    p = np.zeros((PITCH_BINS + 1, T), np.float32)
+    target_cents = 2450.0  # between bins 122 and 123
+    c = np.arange(PITCH_BINS) * 20.0
+    p[:PITCH_BINS] = np.exp(-((c[:, None] - target_cents) ** 2) / (2 * 25**2))
+    p[PITCH_BINS, :5] = 0.9
+    p[PITCH_BINS, 5:] = 0.1
+    ev = _blocks(PitchDecoder(threshold=0.5), p)
+    f = PITCH_FMIN * 2 ** (target_cents / 1200)
+    assert len(ev) == T
+    assert all(abs(e.value - f) / f < 0.002 for e in ev[:5])
+    assert all(e.value < 0 and abs(-e.value - f) / f < 0.002 for e in ev[5:])
+
+
+def test_chord_smoothing_ignores_blips():
+    T = 400
+    p = np.full((len(CHORDS), T), 0.01, np.float32)
+    c, g = CHORDS.index("C:maj"), CHORDS.index("G:maj")
+    p[c, :200] = 0.8
+    p[g, 200:] = 0.8
+    p[:, 100:103] = 0.01
+    p[CHORDS.index("A:min"), 100:103] = 0.9  # a 30 ms blip
+    ev = _blocks(ChordDecoder(stay=0.99), p)
+    assert [e.value for e in ev] == ["C:maj", "G:maj"]
+    assert abs(ev[1].t - 2.0) < 0.05
+
+
+def test_instrument_average():
+    T = 400
+    p = np.full((len(FAMILIES), T), 0.05, np.float32)
+    p[FAMILIES.index("brass")] = 0.5
+    p[FAMILIES.index("reed"), :50] = 0.9
+    dec = InstrumentDecoder()
+    ev = _blocks(dec, p)
+    assert ev and ev[-1].value == "brass"
+    whole, windows = dec.summary()
+    assert whole == "brass" and len(windows) == 1

@@ -1,0 +1,68 @@
+"""Front-end stream/batch equality, model shapes, receptive fields and look-ahead."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgemir.frontend import FEATURE_SPECS, N_BINS, StreamingSTFT, batch_spectrum, bank_for
+from edgemir.labels import CHORDS, FAMILIES, PITCH_BINS
+from train.nets import build, count_params, task_config
+
+
+def test_stream_equals_batch_for_any_block_sizes():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(23456).astype(np.float32) * 0.3
+    batch = batch_spectrum(torch.from_numpy(x))
+    s, parts, i = StreamingSTFT(), [], 0
+    while i < len(x):
+        n = int(rng.integers(1, 900))
+        parts.append(s.push(x[i:i + n]))
+        i += n
+    parts.append(s.flush())
+    stream = torch.cat(parts)
+    assert stream.shape == batch.shape == (1 + len(x) // 160, N_BINS)
+    assert torch.equal(stream, batch)
+
+
+def test_a_sine_lands_in_the_right_pitch_bin():
+    f = 440.0
+    x = np.sin(2 * np.pi * f * np.arange(16000) / 16000).astype(np.float32)
+    spec = batch_spectrum(torch.from_numpy(x))
+    bank = torch.from_numpy(bank_for(FEATURE_SPECS["pitch"]))
+    feats = spec @ bank.t()
+    peak = int(feats[50].argmax())
+    cents = 1200 * np.log2(f / 32.703195662574764)
+    assert abs(peak * 20 - cents) <= 20
+
+
+EXPECTED = {"pitch": (PITCH_BINS + 1, 7, 2), "onset": (1, 11, 3), "drums": (3, 11, 3), "chord": (len(CHORDS), 13, 6),
+            "instrument": (len(FAMILIES), 9, 4)}
+
+
+@pytest.mark.parametrize("task", list(EXPECTED))
+def test_model_shapes_receptive_field_and_lookahead(task):
+    n_out, rf, la = EXPECTED[task]
+    net = build(task).eval()
+    cfg = task_config(task)
+    assert (net.receptive_field, net.lookahead) == (rf, la)
+    assert 1e5 < count_params(net) < 5e6
+    T = 40
+    x = torch.randn(2, cfg.n_features, T)
+    y, _ = net(x, torch.zeros(0))
+    assert y.shape == (2, n_out, T - rf + 1)
+    # the receptive field is exact: changing input frame j changes only outputs that can see it
+    with torch.no_grad():
+        x2 = x.clone()
+        j = 20
+        x2[:, :, j] += 5.0
+        y2, _ = net(x2, torch.zeros(0))
+        changed = (y2 - y).abs().amax(dim=(0, 1)) > 1e-6
+    idx = torch.nonzero(changed).flatten()
+    if cfg.gru:  # a recurrent net carries the change forward
+        assert idx.min() == j - rf + 1
+    else:
+        assert idx.min() == j - rf + 1 and idx.max() == j
+    # output k belongs to input frame k + rf - 1 - lookahead: it sees `lookahead` future frames
+    assert (j - (idx.min() + rf - 1 - la)) == la

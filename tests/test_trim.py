@@ -1,0 +1,136 @@
+"""Trimming: removing a unit equals masking its outgoing activation, and the model really shrinks."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from train.export import export, flops_per_second, task_model
+from train.nets import FrameNet, NetConfig, build
+from train.trim import Group, groups, importance, plan, remove_units, update_masks
+
+torch.manual_seed(0)
+
+
+def _net(gru: int = 0) -> FrameNet:
+    cfg = NetConfig(20, 3, conv2d=[(6, 3, 3, 2), (5, 3, 3, 2)], conv1d=[(12, 3)], gru=gru, dense=[10], lookahead=1)
+    net = FrameNet(cfg)
+    for m in net.modules():  # non-trivial BN statistics so that eval-mode BN is not the identity
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+def _masked_forward(net: FrameNet, g: Group, units: list[int], x: torch.Tensor) -> torch.Tensor:
+    """The dense net with the units' outgoing activations forced to zero (hooks)."""
+    if g.kind == "gru":
+        return _gru_masked_forward(net, units, x)
+    bn = {"conv2d": net.bn2d, "conv1d": net.bn1d, "dense": net.bnd}[g.kind][g.index]
+    # zero the BN output of the unit; relu(0) = 0 = a removed channel
+    def hook(m, i, out):
+        out = out.clone()
+        out[:, units] = -1.0  # after ReLU this is exactly 0
+        return out
+
+    h = bn.register_forward_hook(hook)
+    y, _ = net(x, torch.zeros(0))
+    h.remove()
+    return y
+
+
+def _gru_masked_forward(net: FrameNet, units: list[int], x: torch.Tensor) -> torch.Tensor:
+    """Run the GRU step by step with the units' hidden state forced to zero at every step."""
+    gru = net.rnn.gru
+    cell = torch.nn.GRUCell(gru.input_size, gru.hidden_size)
+    cell.load_state_dict({"weight_ih": gru.weight_ih_l0, "weight_hh": gru.weight_hh_l0,
+                          "bias_ih": gru.bias_ih_l0, "bias_hh": gru.bias_hh_l0})
+    orig = net.rnn.forward
+
+    def masked(z, h):
+        seq = z.transpose(1, 2)
+        hh = torch.zeros(z.shape[0], gru.hidden_size)
+        outs = []
+        for t in range(seq.shape[1]):
+            hh = cell(seq[:, t], hh)
+            hh[:, units] = 0.0
+            outs.append(hh)
+        return torch.stack(outs, 2), hh.unsqueeze(0)
+
+    net.rnn.forward = masked
+    try:
+        y, _ = net(x, torch.zeros(0))
+    finally:
+        net.rnn.forward = orig
+    return y
+
+
+@pytest.mark.parametrize("gru", [0, 7])
+def test_removing_units_equals_masking_them(gru):
+    net = _net(gru)
+    x = torch.randn(2, 20, 30)
+    for g in groups(net):
+        units = [0, 2]
+        with torch.no_grad():
+            expected = _masked_forward(net, g, units, x)
+            trimmed = copy.deepcopy(net)
+            remove_units(trimmed, g, units)
+            got, _ = trimmed(x, torch.zeros(0))
+        assert torch.allclose(got, expected, atol=1e-5), (g, (got - expected).abs().max())
+        assert sum(p.numel() for p in trimmed.parameters()) < sum(p.numel() for p in net.parameters())
+    assert any(g.kind == "gru" for g in groups(net)) == bool(gru)
+
+
+def test_trimmed_bundle_is_smaller_in_bytes_and_flops(tmp_path):
+    net = build("drums", width=0.25).eval()
+    dense = export("drums", net, tmp_path / "dense.ts", {})
+    small = copy.deepcopy(net)
+    for g, idx in plan(small, importance(small, "magnitude"), 0.5, "global").items():
+        remove_units(small, g, idx)
+    trimmed = export("drums", small, tmp_path / "trim.ts", {})
+    assert trimmed["params"] < 0.6 * dense["params"]
+    assert trimmed["flops_per_second"] < dense["flops_per_second"]
+    assert os.path.getsize(tmp_path / "trim.ts") < os.path.getsize(tmp_path / "dense.ts")
+    assert flops_per_second(task_model("drums", small)) == trimmed["flops_per_second"]
+    assert trimmed["bytes"] == os.path.getsize(tmp_path / "trim.ts")
+
+
+@pytest.mark.parametrize("scope", ["global", "local"])
+def test_plan_removes_about_the_rate_and_keeps_min_width(scope):
+    net = build("onset", width=0.25)
+    before = sum(p.numel() for p in net.parameters())
+    for _ in range(6):
+        for g, idx in plan(net, importance(net, "batchnorm"), 0.2, scope).items():
+            remove_units(net, g, idx)
+    after = sum(p.numel() for p in net.parameters())
+    assert after < 0.5 * before
+    for conv in net.conv1d:
+        assert conv.out_channels >= 2
+
+
+def test_information_and_activation_criteria_rank_every_unit():
+    net = build("chord", width=0.25).eval()
+    x = torch.randn(4, net.cfg_dict["n_features"], net.receptive_field + 20)
+    y = torch.randint(0, 25, (4, 21))
+    for crit in ("activation", "information"):
+        s = importance(net, crit, [(x, y)], task="chord")
+        assert set(s) == set(groups(net))
+        for g, v in s.items():
+            assert len(v) > 0 and np.all(np.isfinite(v))
+
+
+def test_masks_remove_the_rate_of_remaining_weights():
+    net = build("onset", width=0.25)
+    masks = update_masks(net, None, 0.2)
+    tot = sum(m.numel() for m in masks.values())
+    kept = sum(float(m.sum()) for m in masks.values())
+    assert abs(kept / tot - 0.8) < 0.01
+    masks = update_masks(net, masks, 0.2)
+    kept = sum(float(m.sum()) for m in masks.values())
+    assert abs(kept / tot - 0.64) < 0.02

@@ -1,0 +1,150 @@
+"""Lottery tickets with late rewinding: train dense, then per round rank, remove ``rate`` of what
+remains (whole units for ``trim``, single weights for ``mask``), rewind survivors to their epoch-k
+values (or re-initialise them), retrain, evaluate and export a bundle. Resumable per round."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from edgemir.errors import UserError
+from train import metrics
+from train.dataset import Batcher
+from train.export import export
+from train.fit import STEPS_PER_EPOCH, apply_masks, load_data, seed_all, train_epochs, tune_and_score
+from train.nets import FrameNet, NetConfig, build, count_params
+from train.trim import apply_plan, importance, plan, update_masks
+
+console = Console(stderr=True)
+
+
+def _net_from(cfg: dict, state: dict | None = None) -> FrameNet:
+    net = FrameNet(NetConfig(**cfg))
+    if state is not None:
+        net.load_state_dict(state)
+    return net
+
+
+def _nonzero(net: torch.nn.Module) -> int:
+    return int(sum(int((p != 0).sum()) for p in net.parameters()))
+
+
+class LotteryRun:
+    def __init__(self, args) -> None:
+        self.a = args
+        self.out = Path(args.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "bundles").mkdir(exist_ok=True)
+        self.state_path = self.out / "state.pt"
+        self.results_path = self.out / "rounds.json"
+        self.name = f"{args.task}-{args.mode}-{args.criterion}-{args.scope}-{args.reset}-s{args.seed}"
+        if args.mode == "mask" and args.criterion != "magnitude":
+            raise UserError("--mode mask ranks single weights by magnitude only (use --criterion magnitude)")
+        if not 0 < args.rate < 1:
+            raise UserError("--rate must be in (0, 1)")
+
+    def settings(self) -> dict:
+        a = self.a
+        return {k: getattr(a, k) for k in ("task", "mode", "criterion", "scope", "reset", "rounds", "rate",
+                                            "rewind_epoch", "epochs", "batch", "lr", "seed", "width", "steps")}
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, st: dict) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        torch.save(st, tmp)
+        tmp.replace(self.state_path)
+        self.results_path.write_text(json.dumps({"settings": self.settings(), "rounds": st["results"]}, indent=1))
+
+    def load(self) -> dict | None:
+        if not self.state_path.exists():
+            return None
+        st = torch.load(self.state_path, weights_only=True)
+        if st["settings"] != self.settings():
+            raise UserError(f"{self.out}: holds a run with other settings; use another --out")
+        return st
+
+    # -- evaluation and export ---------------------------------------------------------------
+    def record(self, st: dict, net: FrameNet, rnd: int, data: dict, train_info: dict, t0: float) -> None:
+        task = self.a.task
+        kw, valid = tune_and_score(task, net, data["valid"])
+        _, test = tune_and_score(task, net, data["test"], kw)
+        params = count_params(net)
+        nonzero = _nonzero(net)
+        dense = st["dense_params"] or params
+        remaining = (params if self.a.mode == "trim" else nonzero) / dense
+        info = {"round": rnd, "mode": "dense" if rnd == 0 else self.a.mode, "criterion": self.a.criterion,
+                "scope": self.a.scope, "reset": self.a.reset, "seed": self.a.seed, "rewind_epoch": self.a.rewind_epoch,
+                "fraction_removed": round(1 - remaining, 4), "dense_params": dense,
+                "scores": {"valid": valid, "test": test}, "train_seconds": round(time.time() - t0, 1)}
+        path = self.out / "bundles" / f"{task}-{self.a.mode}-r{rnd:02d}.ts"
+        card = export(task, net, path, info, decoder=kw)
+        row = {"round": rnd, "params": params, "nonzero_params": nonzero, "remaining": round(remaining, 4),
+               "fraction_removed": info["fraction_removed"], "flops_per_second": card["flops_per_second"],
+               "bytes": card["bytes"], "latency_ms_p50": card["latency_ms_per_hop"]["p50"],
+               "valid": metrics.HEADLINE[task] and valid[metrics.HEADLINE[task]],
+               "test": test[metrics.HEADLINE[task]], "test_all": test, "decoder": kw, "bundle": str(path.name),
+               "best_epoch": train_info.get("best_epoch"), "seconds": info["train_seconds"]}
+        st["results"].append(row)
+        console.log(f"{self.name} round {rnd}: {params} params ({nonzero} non-zero), removed "
+                    f"{row['fraction_removed']:.1%}, test {metrics.HEADLINE[task]} {row['test']:.3f}")
+
+    # -- the loop ----------------------------------------------------------------------------
+    def go(self) -> None:
+        a = self.a
+        torch.set_num_threads(a.threads)
+        seed_all(a.seed)
+        data = load_data(a.task, a.data, a.limit)
+        st = self.load()
+        if st is None:
+            t0 = time.time()
+            net = build(a.task, a.width)
+            init = copy.deepcopy(net.state_dict())
+            b = Batcher(a.task, data["train"], net.receptive_field, net.lookahead, seed=a.seed)
+            net, info = train_epochs(a.task, net, b, data["valid"], a.epochs, a.lr, a.batch,
+                                     keep_epochs=(a.rewind_epoch,), label=f"{self.name} dense", steps=a.steps)
+            rewind = info["saved"].get(a.rewind_epoch, init if a.rewind_epoch == 0 else net.state_dict())
+            st = {"settings": self.settings(), "round": 0, "cfg": copy.deepcopy(net.cfg_dict),
+                  "net": net.state_dict(), "rewind": rewind, "rewind_cfg": copy.deepcopy(net.cfg_dict),
+                  "masks": None, "dense_params": None, "results": []}
+            self.record(st, net, 0, data, info, t0)
+            st["dense_params"] = st["results"][0]["params"]
+            st["results"][0]["remaining"] = 1.0
+            self.save(st)
+        for rnd in range(st["round"] + 1, a.rounds + 1):
+            t0 = time.time()
+            seed_all(a.seed * 1000 + rnd)
+            trained = _net_from(st["cfg"], st["net"]).eval()
+            b = Batcher(a.task, data["train"], trained.receptive_field, trained.lookahead, seed=a.seed + rnd)
+            masks = None
+            if a.mode == "trim":
+                calib = None
+                if a.criterion in ("activation", "information"):
+                    cb = Batcher(a.task, data["train"], trained.receptive_field, trained.lookahead,
+                                 augment=False, seed=a.seed)
+                    calib = [cb.sample(32) for _ in range(4)]
+                removal = plan(trained, importance(trained, a.criterion, calib, a.task), a.rate, a.scope)
+                rew = _net_from(st["rewind_cfg"], st["rewind"])
+                apply_plan(rew, removal)
+                st["rewind"], st["rewind_cfg"] = rew.state_dict(), copy.deepcopy(rew.cfg_dict)
+                net = rew if a.reset == "rewind" else _net_from(rew.cfg_dict)
+            else:
+                masks = update_masks(trained, st["masks"], a.rate)
+                net = _net_from(st["rewind_cfg"], st["rewind"] if a.reset == "rewind" else None)
+                apply_masks(net, masks)
+            net, info = train_epochs(a.task, net, b, data["valid"], a.epochs, a.lr, a.batch, masks=masks,
+                                     label=f"{self.name} round {rnd}", steps=a.steps)
+            st["round"], st["cfg"], st["net"], st["masks"] = rnd, copy.deepcopy(net.cfg_dict), net.state_dict(), masks
+            self.record(st, net, rnd, data, info, t0)
+            self.save(st)
+
+
+def lottery_command(args) -> None:
+    LotteryRun(args).go()
+
+
+assert STEPS_PER_EPOCH > 0

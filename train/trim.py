@@ -1,0 +1,311 @@
+"""Structured trimming of a FrameNet: which units exist (groups), how much each is worth
+(importance criteria), and how to remove them physically (pruners).
+
+What to remove is separate from how to remove it, as in Torch-Pruning. Conv, BatchNorm and Linear
+removal uses torch-pruning's layer functions; our nets declare their own dependency groups (a
+fixed chain, including the 2-D -> 1-D flatten), and GRU hidden units have our own pruner because
+torch-pruning does not handle recurrent layers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from train.nets import FrameNet, GRUStage
+
+CRITERIA = ("magnitude", "batchnorm", "activation", "information")
+
+
+@dataclass(frozen=True)
+class Group:
+    """A set of removable units: output channels of one layer (``kind`` conv2d/conv1d/gru/dense)."""
+
+    kind: str
+    index: int
+
+
+def groups(net: FrameNet) -> list[Group]:
+    out = [Group("conv2d", i) for i in range(len(net.conv2d))]
+    out += [Group("conv1d", i) for i in range(len(net.conv1d))]
+    if isinstance(net.rnn, GRUStage):
+        out.append(Group("gru", 0))
+    out += [Group("dense", i) for i in range(len(net.dense))]
+    return out
+
+
+def width(net: FrameNet, g: Group) -> int:
+    if g.kind == "gru":
+        return net.rnn.gru.hidden_size
+    layer = getattr(net, g.kind)[g.index]
+    return layer.out_channels if isinstance(layer, (nn.Conv1d, nn.Conv2d)) else layer.out_features
+
+
+def _consumer(net: FrameNet, g: Group):
+    """The layer that reads this group's units, and how many of its inputs each unit feeds."""
+    order = groups(net)
+    nxt = order.index(g) + 1
+    per = net.freq_out if g.kind == "conv2d" and g.index == len(net.conv2d) - 1 else 1
+    if nxt < len(order):
+        h = order[nxt]
+        layer = net.rnn.gru if h.kind == "gru" else getattr(net, h.kind)[h.index]
+        return layer, per
+    return net.head, per
+
+
+def _bn(net: FrameNet, g: Group):
+    return {"conv2d": net.bn2d, "conv1d": net.bn1d, "dense": net.bnd}[g.kind][g.index] if g.kind != "gru" else None
+
+
+# -- pruners (how) ---------------------------------------------------------------------------
+def _prune_gru_hidden(stage: GRUStage, remove: list[int]) -> None:
+    """Remove hidden units from a single-layer GRU: gate rows in W_ih, W_hh and biases, and
+    the matching columns of W_hh (torch-pruning has no recurrent-layer pruner)."""
+    old = stage.gru
+    H = old.hidden_size
+    keep = torch.tensor(sorted(set(range(H)) - set(remove)))
+    rows = torch.cat([keep + k * H for k in range(3)])
+    new = nn.GRU(old.input_size, len(keep), batch_first=True, bias=old.bias)
+    with torch.no_grad():
+        new.weight_ih_l0.copy_(old.weight_ih_l0[rows])
+        new.weight_hh_l0.copy_(old.weight_hh_l0[rows][:, keep])
+        if old.bias:
+            new.bias_ih_l0.copy_(old.bias_ih_l0[rows])
+            new.bias_hh_l0.copy_(old.bias_hh_l0[rows])
+    stage.gru = new
+
+
+def _prune_gru_inputs(gru: nn.GRU, remove: list[int]) -> nn.GRU:
+    keep = torch.tensor(sorted(set(range(gru.input_size)) - set(remove)))
+    new = nn.GRU(len(keep), gru.hidden_size, batch_first=True, bias=gru.bias)
+    with torch.no_grad():
+        new.weight_ih_l0.copy_(gru.weight_ih_l0[:, keep])
+        new.weight_hh_l0.copy_(gru.weight_hh_l0)
+        if gru.bias:
+            new.bias_ih_l0.copy_(gru.bias_ih_l0)
+            new.bias_hh_l0.copy_(gru.bias_hh_l0)
+    return new
+
+
+def remove_units(net: FrameNet, g: Group, remove: list[int]) -> None:
+    """Physically remove units ``remove`` of group ``g`` (weights, BN statistics, next layer's inputs)."""
+    remove = sorted(set(int(i) for i in remove))
+    if not remove:
+        return
+    consumer, per = _consumer(net, g)
+    if g.kind == "gru":
+        _prune_gru_hidden(net.rnn, remove)
+    else:
+        layer = getattr(net, g.kind)[g.index]
+        if isinstance(layer, (nn.Conv1d, nn.Conv2d)):
+            tp.prune_conv_out_channels(layer, remove)
+        else:
+            tp.prune_linear_out_channels(layer, remove)
+        tp.prune_batchnorm_out_channels(_bn(net, g), remove)
+    in_idx = [u * per + f for u in remove for f in range(per)]
+    if isinstance(consumer, nn.GRU):
+        net.rnn.gru = _prune_gru_inputs(consumer, in_idx)
+    elif isinstance(consumer, (nn.Conv1d, nn.Conv2d)):
+        tp.prune_conv_in_channels(consumer, in_idx)
+    else:
+        tp.prune_linear_in_channels(consumer, in_idx)
+    _sync_config(net)
+
+
+def _sync_config(net: FrameNet) -> None:
+    c = net.cfg_dict
+    c["conv2d"] = [(conv.out_channels, *spec[1:]) for conv, spec in zip(net.conv2d, c["conv2d"])]
+    c["conv1d"] = [(conv.out_channels, spec[1]) for conv, spec in zip(net.conv1d, c["conv1d"])]
+    c["gru"] = net.rnn.gru.hidden_size if isinstance(net.rnn, GRUStage) else 0
+    c["dense"] = [lin.out_features for lin in net.dense]
+
+
+def unit_cost(net: FrameNet, g: Group) -> int:
+    """Parameters removed with one unit of the group (its weights, BN, the consumer's inputs)."""
+    consumer, per = _consumer(net, g)
+    n = width(net, g)
+    if g.kind == "gru":
+        gru = net.rnn.gru
+        own = 3 * (gru.input_size + gru.hidden_size + 2) + 3 * gru.hidden_size
+    else:
+        layer = getattr(net, g.kind)[g.index]
+        own = sum(p.numel() for p in layer.parameters()) // n + 2
+    if isinstance(consumer, nn.GRU):
+        cons = 3 * consumer.hidden_size * per
+    elif isinstance(consumer, (nn.Conv1d, nn.Conv2d)):
+        cons = consumer.weight[:, 0].numel() * per
+    else:
+        cons = consumer.out_features * per
+    return own + cons
+
+
+# -- importance (what) -----------------------------------------------------------------------
+def _unit_weights(net: FrameNet, g: Group) -> torch.Tensor:
+    if g.kind == "gru":
+        gru = net.rnn.gru
+        H = gru.hidden_size
+        w = torch.cat([gru.weight_ih_l0.abs(), gru.weight_hh_l0.abs()], dim=1).sum(1)
+        return w.view(3, H).sum(0)
+    layer = getattr(net, g.kind)[g.index]
+    return layer.weight.detach().abs().flatten(1).sum(1)
+
+
+@torch.no_grad()
+def activations(net: FrameNet, x: torch.Tensor) -> dict[Group, torch.Tensor]:
+    """Post-ReLU activations per group as [units, frames] (2-D maps averaged over frequency),
+    cropped to the output frames."""
+    acts: dict[Group, torch.Tensor] = {}
+    hooks = []
+    for g in groups(net):
+        if g.kind == "gru":
+            mod = net.rnn
+        else:
+            mod = _bn(net, g)
+
+        def hook(m, inp, out, g=g):
+            a = out[0] if isinstance(out, tuple) else out
+            if g.kind != "gru":
+                a = torch.relu(a)
+            if g.kind == "conv2d":
+                a = a.mean(2)
+            if g.kind == "dense":
+                a = a  # [B, C, T] already (dense applied per frame)
+            acts[g] = a
+
+        hooks.append(mod.register_forward_hook(hook))
+    net.eval()
+    y, _ = net(x, torch.zeros(0))
+    for h in hooks:
+        h.remove()
+    L = y.shape[-1]
+    out = {}
+    for g, a in acts.items():
+        d = a.shape[-1] - L
+        a = a[..., d // 2: d // 2 + L]
+        out[g] = a.transpose(0, 1).reshape(a.shape[1], -1)
+    return out
+
+
+def mutual_information(a: torch.Tensor, y: np.ndarray, n_bins: int = 8) -> np.ndarray:
+    """MI (nats) between each unit's activation [units, N] and discrete labels [N], by quantile bins."""
+    a = a.numpy()
+    classes, yi = np.unique(y, return_inverse=True)
+    py = np.bincount(yi, minlength=len(classes)) / len(yi)
+    out = np.zeros(a.shape[0])
+    for u in range(a.shape[0]):
+        edges = np.unique(np.quantile(a[u], np.linspace(0, 1, n_bins + 1)[1:-1]))
+        ai = np.searchsorted(edges, a[u], side="right")
+        joint = np.zeros((len(edges) + 1, len(classes)))
+        np.add.at(joint, (ai, yi), 1)
+        joint /= joint.sum()
+        pa = joint.sum(1, keepdims=True)
+        nz = joint > 0
+        out[u] = float(np.sum(joint[nz] * np.log(joint[nz] / (pa @ py[None, :])[nz])))
+    return out
+
+
+def frame_classes(task: str, target: torch.Tensor) -> np.ndarray:
+    """Discrete per-frame labels for the information criterion: [B, T] (or [B,T,C]) -> [B*T]."""
+    t = target
+    if task == "pitch":  # chroma of the pitch, or 12 for unvoiced
+        c = torch.where(torch.isnan(t), torch.full_like(t, 12.0), torch.round(torch.nan_to_num(t) / 100) % 12)
+        return c.reshape(-1).numpy().astype(int)
+    if task in ("onset", "drums"):  # combination of per-class onset flags
+        b = (t > 0.5).long()
+        code = sum(b[..., k] << k for k in range(b.shape[-1]))
+        return code.reshape(-1).numpy()
+    return t.reshape(-1).numpy().astype(int)
+
+
+def importance(net: FrameNet, criterion: str, calib: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+               task: str = "") -> dict[Group, np.ndarray]:
+    """Per-unit scores (higher = keep) for every group."""
+    gs = groups(net)
+    if criterion == "magnitude":
+        return {g: _unit_weights(net, g).detach().numpy() for g in gs}
+    if criterion == "batchnorm":  # |gamma|; a GRU has no BN, its units fall back to magnitude
+        return {g: (_bn(net, g).weight.detach().abs().numpy() if g.kind != "gru"
+                    else _unit_weights(net, g).detach().numpy()) for g in gs}
+    if not calib:
+        raise ValueError(f"criterion {criterion} needs calibration batches")
+    sums: dict[Group, list] = {g: [] for g in gs}
+    labels = []
+    for x, y in calib:
+        acts = activations(net, x)
+        for g in gs:
+            sums[g].append(acts[g])
+        if criterion == "information":
+            labels.append(frame_classes(task, y))
+    cat = {g: torch.cat(v, dim=1) for g, v in sums.items()}
+    if criterion == "activation":
+        return {g: a.abs().mean(1).numpy() for g, a in cat.items()}
+    lab = np.concatenate(labels)
+    keep = lab >= 0
+    return {g: mutual_information(a[:, keep], lab[keep]) for g, a in cat.items()}
+
+
+# -- the plan: how many of which units go --------------------------------------------------
+def plan(net: FrameNet, scores: dict[Group, np.ndarray], rate: float, scope: str,
+         min_width: int = 2) -> dict[Group, list[int]]:
+    """Units to remove so that about ``rate`` of the current parameters go.
+
+    global: one cutoff over per-layer-normalised scores (score / layer mean), units removed
+    cheapest-score first until the parameter budget is met; local: the same fraction of units in
+    every layer (1 - sqrt(1 - rate), since a unit's cost grows with both neighbours' widths)."""
+    total = sum(p.numel() for p in net.parameters())
+    out: dict[Group, list[int]] = {g: [] for g in scores}
+    if scope == "local":
+        q = 1 - math.sqrt(1 - rate)
+        for g, s in scores.items():
+            n = len(s)
+            k = min(int(round(q * n)), max(0, n - min_width))
+            out[g] = [int(i) for i in np.argsort(s, kind="stable")[:k]]
+        return out
+    cand = []
+    for g, s in scores.items():
+        norm = s / (np.mean(s) + 1e-12)
+        for i in np.argsort(s, kind="stable"):
+            cand.append((float(norm[i]), g, int(i)))
+    cand.sort(key=lambda c: c[0])
+    budget = rate * total
+    removed = 0.0
+    left = {g: len(s) for g, s in scores.items()}
+    cost = {g: unit_cost(net, g) for g in scores}
+    for _, g, i in cand:
+        if removed >= budget:
+            break
+        if left[g] <= min_width:
+            continue
+        out[g].append(i)
+        left[g] -= 1
+        removed += cost[g]
+    return out
+
+
+def apply_plan(net: FrameNet, removal: dict[Group, list[int]]) -> None:
+    for g, idx in removal.items():
+        remove_units(net, g, idx)
+
+
+# -- classic lottery-ticket masks ------------------------------------------------------------
+def maskable(net: FrameNet) -> list[str]:
+    """Weights that masking may zero: every conv, GRU and dense weight, not BN, biases or head."""
+    return [n for n, p in net.named_parameters() if "weight" in n and p.dim() > 1 and not n.startswith("head")]
+
+
+def update_masks(net: FrameNet, masks: dict[str, torch.Tensor] | None, rate: float) -> dict[str, torch.Tensor]:
+    """Global magnitude pruning of ``rate`` of the still-unmasked weights (Frankle & Carbin)."""
+    names = maskable(net)
+    params = dict(net.named_parameters())
+    masks = masks or {n: torch.ones_like(params[n]) for n in names}
+    alive = torch.cat([params[n].detach().abs()[masks[n] > 0].flatten() for n in names])
+    k = int(rate * alive.numel())
+    if k == 0:
+        return masks
+    cut = torch.kthvalue(alive, k).values
+    return {n: ((params[n].detach().abs() > cut) & (masks[n] > 0)).float() for n in names}
