@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
-APT_PACKAGES := libportaudio2 fluidsynth fluid-soundfont-gm avldrums.lv2-soundfont alsa-utils tmux shellcheck
+APT_PACKAGES := libportaudio2 fluidsynth fluid-soundfont-gm avldrums.lv2-soundfont alsa-utils tmux shellcheck jackd2 systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test setup system venv lint clean

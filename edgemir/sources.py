@@ -153,6 +153,8 @@ class DeviceSource(Source):
         self.ended.set()
 
     def start(self) -> None:
+        if self.stream is not None:
+            return
         try:
             self.stream = self.sd.InputStream(device=self.device, channels=self.channels, samplerate=self.rate,
                                               blocksize=self.blocksize, dtype="float32", callback=self._callback,
@@ -168,7 +170,7 @@ class DeviceSource(Source):
     def stop(self) -> None:
         if self.stream is not None:
             try:
-                self.stream.abort()
+                self.stream.stop()
                 self.stream.close()
             except Exception:
                 pass

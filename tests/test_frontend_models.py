@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgemir.frontend import FEATURE_SPECS, N_BINS, StreamingSTFT, batch_spectrum, bank_for
+from edgemir.frontend import FEATURE_SPECS, N_BINS, StreamingSTFT, bank_for, batch_spectrum
 from edgemir.labels import CHORDS, FAMILIES, PITCH_BINS
 from train.nets import build, count_params, task_config
 

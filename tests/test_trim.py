@@ -121,7 +121,7 @@ def test_information_and_activation_criteria_rank_every_unit():
     for crit in ("activation", "information"):
         s = importance(net, crit, [(x, y)], task="chord")
         assert set(s) == set(groups(net))
-        for g, v in s.items():
+        for v in s.values():
             assert len(v) > 0 and np.all(np.isfinite(v))
 
 

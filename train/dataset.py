@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from edgemir.errors import UserError
-from edgemir.frontend import FEATURE_SPECS, N_BINS, LOG_EPS, bank_for, batch_spectrum
+from edgemir.frontend import FEATURE_SPECS, LOG_EPS, N_BINS, bank_for, batch_spectrum
 from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES, FRAME_RATE, PITCH_BINS, SAMPLE_RATE, hz_to_cents
 from train import annotations as ann
 

@@ -11,7 +11,7 @@ Layout (each weighted layer followed by BatchNorm, for the batchnorm trimming cr
 
 
 from dataclasses import asdict, dataclass, field
-from typing import List
+from typing import List  # noqa: UP035 (TorchScript needs typing.List)
 
 import torch
 from torch import Tensor, nn
