@@ -82,6 +82,14 @@ class FileSource(Source):
         self.pos = 0
         self.t0 = 0.0
 
+    @classmethod
+    def from_array(cls, audio: np.ndarray, name: str = "memory", realtime: bool = False, loop: bool = False) -> FileSource:
+        """A file source over samples already in memory (benchmarks, tests)."""
+        src = cls.__new__(cls)
+        src.path, src.name, src.audio = Path(name), name, np.asarray(audio, dtype=np.float32)
+        src.realtime, src.loop, src.pos, src.t0 = realtime, loop, 0, 0.0
+        return src
+
     def start(self) -> None:
         self.t0 = time.perf_counter()
 

@@ -1,0 +1,40 @@
+"""The bench JSON validates against its schema and its figures are consistent."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+
+import jsonschema
+from conftest import ROOT, run_cli
+
+from train.export import export
+from train.nets import build
+from train.trim import importance, plan, remove_units
+
+
+def test_bench_json_schema_and_consistency(tmp_path):
+    net = build("onset", width=0.25).eval()
+    export("onset", net, tmp_path / "onset-dense.ts", {"mode": "dense", "round": 0, "fraction_removed": 0.0,
+                                                         "scores": {"test": {"f": 0.8}}})
+    small = copy.deepcopy(net)
+    for g, idx in plan(small, importance(small, "magnitude"), 0.6, "global").items():
+        remove_units(small, g, idx)
+    export("onset", small, tmp_path / "onset-trim.ts", {"mode": "trim", "round": 1, "fraction_removed": 0.6,
+                                                         "scores": {"test": {"f": 0.79}}})
+    out = tmp_path / "bench.json"
+    r = run_cli([sys.executable, "-m", "edgemir", "bench", str(tmp_path), "--seconds", "2", "--json", str(out),
+                 "--plot", str(tmp_path / "b.png")], timeout=900)
+    assert r.returncode == 0, r.stderr.decode()
+    rep = json.loads(out.read_text())
+    jsonschema.validate(rep, json.loads((ROOT / "docs" / "bench-schema.json").read_text()))
+    rows = {b["mode"]: b for b in rep["bundles"]}
+    for b in rep["bundles"]:
+        h = b["hop_ms"]
+        assert 0 < h["p50"] <= h["p95"] <= h["p99"] <= h["max"]
+    assert rows["trim"]["flops_per_second"] < rows["dense"]["flops_per_second"]
+    assert rows["trim"]["params"] < rows["dense"]["params"] and rows["trim"]["bytes"] < rows["dense"]["bytes"]
+    assert rows["dense"]["speedup_vs_dense"] == 1.0
+    assert rep["engine"]["dropped_hops"] == 0 and rep["engine"]["latency_ms"]["p50"] > 0
+    assert (tmp_path / "b.png").stat().st_size > 1000
