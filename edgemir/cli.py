@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -13,6 +14,7 @@ from edgemir import __version__
 from edgemir.errors import UserError
 
 DEMO = Path(__file__).parent / "data" / "demo.wav"
+EX_TEMPFAIL = 75  # sysexits: try again (systemd's Restart=on-failure restarts the service)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--osc", help="send events as OSC to HOST:PORT")
     r.add_argument("--no-display", action="store_true", help="no live display (services, pipes)")
     r.add_argument("--duration", type=float, help="stop after S seconds of audio")
-    r.add_argument("--block", type=int, default=4, help="hops per model run (latency vs CPU)")
-    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--block", type=int, help="hops per model run (latency vs CPU; default 4)")
+    r.add_argument("--threads", type=int, help="torch threads (default 1)")
     r.add_argument("--config", type=Path, help="TOML config (default /etc/edgemir/edgemir.toml if present)")
 
     a = sub.add_parser("analyze", help="offline analysis of files through the same engine")
@@ -120,22 +122,40 @@ def cmd_analyze(args) -> int:
 
 
 def _open_source(args, console):
-    from edgemir.sources import DeviceSource, FileSource
+    from edgemir.sources import FileSource, LiveInput
 
     if args.file:
         return FileSource(args.file, realtime=args.realtime), False
+    dev = args.device
+    if isinstance(dev, str) and dev.isdigit():
+        dev = int(dev)
     try:
-        dev = args.device
-        if dev is not None and dev.isdigit():
-            dev = int(dev)
-        src = DeviceSource(dev)
-        src.start()
-        return src, False
+        return LiveInput(dev, log=lambda m: console.print(m, style="yellow")), False
     except UserError as e:
         if args.device is not None:
             raise
+        if not DEMO.exists():
+            raise UserError(f"{e}; and no demo clip is installed") from None
         console.print(f"no input device ({e}); playing the bundled demo clip", style="yellow")
         return FileSource(DEMO, realtime=True), True
+
+
+def _apply_config(args) -> dict:
+    """Config values fill in what the command line did not set."""
+    from edgemir.config import load_config
+
+    cfg = load_config(args.config)
+    run = cfg.get("run", {})
+    for key in ("device", "models", "osc", "jsonl"):
+        if getattr(args, key) is None and key in run:
+            setattr(args, key, Path(run[key]) if key == "models" else str(run[key]))
+    if args.tasks is None and "tasks" in run:
+        args.tasks = ",".join(run["tasks"])
+    if args.threads is None:
+        args.threads = run.get("threads", 1)
+    if args.block is None:
+        args.block = run.get("block", 4)
+    return cfg
 
 
 def cmd_run(args) -> int:
@@ -145,13 +165,17 @@ def cmd_run(args) -> int:
     from edgemir.display import Dashboard
     from edgemir.notify import Notifier
     from edgemir.sinks import JsonlSink, OscSink
+    from edgemir.sources import BackendWedged
+
+    from edgemir.config import decoder_overrides
 
     err = Console(stderr=True)
+    cfg = _apply_config(args)
     set_threads(args.threads)
     tasks = parse_tasks(args.tasks)
     bundles = load_models(tasks, args.models)
     tasks = [t for t in tasks if t in bundles]
-    engine = build_engine(bundles, block=args.block)
+    engine = build_engine(bundles, block=args.block, decoder_overrides=decoder_overrides(cfg))
     source, demo = _open_source(args, err)
     sinks = []
     if args.jsonl:
@@ -192,6 +216,12 @@ def cmd_run(args) -> int:
                     break
     except KeyboardInterrupt:
         pass
+    except BackendWedged as e:
+        err.print(f"error: {e}; exiting with status {EX_TEMPFAIL} so that the service manager restarts edgemir")
+        for s in sinks:
+            s.close()
+        notify.stopping()
+        os._exit(EX_TEMPFAIL)  # a normal exit would block on the wedged stream as well
     finally:
         source.stop()
         for s in sinks:
@@ -205,6 +235,10 @@ def cmd_run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import faulthandler
+
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID` dumps every thread's stack (debugging a stuck service)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "info":

@@ -212,3 +212,104 @@ class DeviceSource(Source):
             if count >= sample:
                 return t
         return None
+
+
+class LiveInput(Source):
+    """A device that may come and go (USB microphone unplugged, audio server restarted): on loss it
+    logs, closes the stream, and re-opens with back-off; reads meanwhile return no samples, so the
+    worker loop (and its watchdog pings) keep running. Never ends by itself."""
+
+    def __init__(self, device: str | int | None, log=print, backoff: tuple[float, float] = (0.5, 30.0)) -> None:
+        self.device = device
+        self.log = log
+        self.backoff0, self.backoff_max = backoff
+        self.inner: DeviceSource | None = None
+        self.retry_at = 0.0
+        self.delay = self.backoff0
+        self.reconnects = 0
+        self.lost_xruns = 0
+        self.total = 0  # samples returned so far (the engine's timeline)
+        self.base = 0  # self.total when the current device was opened
+        self._open(first=True)
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.inner.name if self.inner else f"device {self.device!r} (waiting)"
+
+    @property
+    def xruns(self) -> int:  # type: ignore[override]
+        return self.lost_xruns + (self.inner.xruns if self.inner else 0)
+
+    def _open(self, first: bool = False) -> bool:
+        if not first:
+            _rescan_devices()
+        try:
+            src = DeviceSource(self.device)
+            src.start()
+        except UserError as e:
+            if first:
+                raise
+            self.log(f"input device still unavailable ({e}); next try in {self.delay:.1f} s")
+            self.retry_at = time.monotonic() + self.delay
+            self.delay = min(self.delay * 2, self.backoff_max)
+            return False
+        self.inner = src
+        self.base = self.total
+        self.delay = self.backoff0
+        if not first:
+            self.reconnects += 1
+            self.log(f"input device re-opened: {src.name}")
+        return True
+
+    def start(self) -> None:
+        pass  # opened in __init__ (so a missing device is reported before anything else starts)
+
+    def stop(self) -> None:
+        if self.inner:
+            self.inner.stop()
+            self.inner = None
+
+    def read(self, n: int) -> np.ndarray:
+        if self.inner is not None:
+            x = self.inner.read(n)
+            if x is not None:
+                self.total += len(x)
+                return x
+            self.log(f"input device lost ({self.inner.name}); re-opening with back-off")
+            self.lost_xruns += self.inner.xruns
+            if not _stop_within(self.inner, 3.0):
+                # PortAudio's JACK backend blocks forever in Pa_StopStream once the server is gone, and
+                # re-initialising PortAudio would block on that stream too: only a new process recovers.
+                raise BackendWedged("the audio backend does not release the lost stream")
+            self.inner = None
+            self.retry_at = time.monotonic() + self.delay
+        elif time.monotonic() >= self.retry_at:
+            self._open()
+        return np.zeros(0, dtype=np.float32)
+
+    def arrival_time(self, sample: int) -> float | None:
+        return self.inner.arrival_time(sample - self.base) if self.inner else None
+
+
+class BackendWedged(RuntimeError):
+    """The audio library cannot recover in this process; the service manager should restart it."""
+
+
+def _stop_within(src: DeviceSource, seconds: float) -> bool:
+    t = threading.Thread(target=src.stop, daemon=True)
+    t.start()
+    t.join(seconds)
+    return not t.is_alive()
+
+
+def _rescan_devices() -> None:
+    """Re-initialise PortAudio so that devices (and audio servers) that came back are seen again.
+    sounddevice has no public call for this; its _terminate/_initialize pair is the documented way
+    in its issue tracker."""
+    import sounddevice as sd
+
+    try:
+        sd._terminate()
+        sd._initialize()
+    except Exception:
+        pass

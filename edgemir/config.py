@@ -1,0 +1,72 @@
+"""``edgemir.toml``: the service's settings. CLI flags override it; a bad value is a one-line error
+naming the key and the reason."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from edgemir.errors import UserError
+from edgemir.labels import TASKS
+
+DEFAULT_PATH = Path("/etc/edgemir/edgemir.toml")
+
+# key -> (type check, description)
+RUN_KEYS = {
+    "device": (lambda v: isinstance(v, (str, int)), "a device index or name"),
+    "tasks": (lambda v: isinstance(v, list) and v and all(t in TASKS for t in v), f"a list of tasks from {TASKS}"),
+    "models": (lambda v: isinstance(v, str), "a folder path"),
+    "osc": (lambda v: isinstance(v, str) and ":" in v, "HOST:PORT"),
+    "jsonl": (lambda v: isinstance(v, str), "a file path or -"),
+    "threads": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+    "block": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 100, "an integer in 1..100"),
+}
+THRESHOLD_KEYS = {
+    "onset": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "a number in 0..1"),
+    "pitch_voicing": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "a number in 0..1"),
+    "drums": (lambda v: isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) and 0 <= x <= 1 for x in v),
+              "three numbers in 0..1 (kick, snare, hihat)"),
+    "chord_min_frames": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+}
+
+
+def load_config(path: Path | None) -> dict:
+    """The validated config; {} when no path is given and the default file is absent."""
+    if path is None:
+        if not DEFAULT_PATH.exists():
+            return {}
+        path = DEFAULT_PATH
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: config not found") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read config ({e.strerror})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: invalid TOML ({e})") from None
+    for section in data:
+        if section not in ("run", "thresholds"):
+            raise UserError(f"{path}: unknown section [{section}] (expected [run] and [thresholds])")
+    for section, keys in (("run", RUN_KEYS), ("thresholds", THRESHOLD_KEYS)):
+        for k, v in data.get(section, {}).items():
+            if k not in keys:
+                raise UserError(f"{path}: unknown key {section}.{k}")
+            ok, what = keys[k]
+            if not ok(v):
+                raise UserError(f"{path}: {section}.{k} must be {what}, got {v!r}")
+    return data
+
+
+def decoder_overrides(cfg: dict) -> dict:
+    th = cfg.get("thresholds", {})
+    out: dict[str, dict] = {}
+    if "onset" in th:
+        out["onset"] = {"threshold": float(th["onset"])}
+    if "pitch_voicing" in th:
+        out["pitch"] = {"threshold": float(th["pitch_voicing"])}
+    if "drums" in th:
+        out["drums"] = {"thresholds": tuple(float(x) for x in th["drums"])}
+    if "chord_min_frames" in th:
+        out["chord"] = {"min_frames": int(th["chord_min_frames"])}
+    return out

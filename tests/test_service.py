@@ -1,0 +1,133 @@
+"""Service behaviour: systemd notifications, config, device loss and recovery."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from edgemir.app import Runner, build_engine, load_models
+from edgemir.notify import Notifier
+from edgemir.sources import FileSource
+
+
+def _listen(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(str(path))
+    s.settimeout(0.2)
+    got: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            try:
+                got.append((time.monotonic(), s.recv(256).decode()))
+            except TimeoutError:
+                pass
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    return got, stop
+
+
+def test_ready_and_watchdog_reach_notify_socket(tiny_bundles, tiny_data, tmp_path):
+    sock = tmp_path / "notify.sock"
+    got, stop = _listen(sock)
+    wav = sorted((tiny_data("onset") / "test").glob("*.wav"))[0]
+    env = dict(os.environ, NOTIFY_SOCKET=str(sock), WATCHDOG_USEC="200000", PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-m", "edgemir", "run", "--file", str(wav), "--realtime", "--no-display",
+                        "--models", str(tiny_bundles), "--tasks", "onset", "--duration", "3"], env=env,
+                       capture_output=True, timeout=120)
+    time.sleep(0.3)
+    stop.set()
+    assert r.returncode == 0, r.stderr.decode()
+    msgs = [m for _, m in got]
+    assert msgs[0] == "READY=1"
+    assert msgs.count("WATCHDOG=1") >= 10  # every 100 ms over 3 s
+    assert msgs[-1] == "STOPPING=1"
+
+
+def test_a_stalled_worker_stops_the_pings(tiny_bundles, tmp_path, monkeypatch):
+    sock = tmp_path / "n.sock"
+    got, stop = _listen(sock)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(sock))
+    bundles = load_models(["onset"], tiny_bundles)
+    engine = build_engine(bundles)
+    calls = {"n": 0}
+    real_push = engine.push
+
+    def push(x, final=False):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            time.sleep(1.5)  # the worker is stuck in a model
+        return real_push(x, final)
+
+    engine.push = push
+    src = FileSource.from_array(np.zeros(16000 * 3, np.float32), realtime=True)
+    runner = Runner(src, engine, [], notify=Notifier(interval_s=0.05))
+    src.start()
+    while runner.step(max_samples=1600):
+        pass
+    time.sleep(0.3)
+    stop.set()
+    pings = [t for t, m in got if m == "WATCHDOG=1"]
+    gaps = np.diff(pings)
+    assert gaps.max() >= 1.4  # silence while stalled
+    assert np.median(gaps) < 0.2 and len(pings) > 20  # regular before and after
+
+
+def test_invalid_config_is_one_line(tmp_path, tiny_bundles):
+    cfg = tmp_path / "edgemir.toml"
+    cfg.write_text('[run]\nthreads = "two"\n')
+    r = subprocess.run([sys.executable, "-m", "edgemir", "run", "--config", str(cfg), "--models", str(tiny_bundles)],
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, timeout=60)
+    assert r.returncode == 2 and b"run.threads must be an integer" in r.stderr and b"Traceback" not in r.stderr
+    cfg.write_text("[run]\ntaskz = []\n")
+    r = subprocess.run([sys.executable, "-m", "edgemir", "run", "--config", str(cfg)],
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, timeout=60)
+    assert r.returncode == 2 and b"unknown key run.taskz" in r.stderr
+    from edgemir.config import decoder_overrides, load_config
+
+    cfg.write_text('[run]\ntasks = ["onset"]\nthreads = 1\n[thresholds]\nonset = 0.3\ndrums = [0.4, 0.5, 0.6]\n')
+    d = decoder_overrides(load_config(cfg))
+    assert d == {"onset": {"threshold": 0.3}, "drums": {"thresholds": (0.4, 0.5, 0.6)}}
+
+
+@pytest.mark.skipif(subprocess.run(["which", "jackd"], capture_output=True).returncode != 0, reason="no jackd")
+def test_device_loss_on_jack_ends_cleanly_for_a_restart(tiny_bundles, tmp_path):
+    """The audio server dies mid-stream. PortAudio's JACK backend cannot release the dead stream
+    in-process, so edgemir logs the loss and exits with EX_TEMPFAIL (75) instead of hanging:
+    systemd's Restart=on-failure then brings it back once the device is there again."""
+    server = f"edgemirloss{os.getpid()}"
+    env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_DEFAULT_SERVER=server, PYTHONPATH=str(ROOT))
+    j = subprocess.Popen(["jackd", "-n", server, "-d", "dummy", "-r", "16000", "-p", "160"], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.5)
+    out = tmp_path / "events.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "edgemir", "run", "--device", "system", "--models", str(tiny_bundles),
+                             "--tasks", "pitch", "--no-display", "--jsonl", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 100):
+            time.sleep(0.2)
+        assert len(out.read_text().splitlines()) >= 100
+        j.send_signal(signal.SIGKILL)
+        j.wait()
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if j.poll() is None:
+            j.kill()
+    err = err.decode()
+    assert proc.returncode == 75, err
+    assert "input device lost" in err and "restarts edgemir" in err and "Traceback" not in err
