@@ -162,12 +162,11 @@ def cmd_run(args) -> int:
     from rich.console import Console
 
     from edgemir.app import Runner, build_engine, load_models, parse_tasks, set_threads
+    from edgemir.config import decoder_overrides
     from edgemir.display import Dashboard
     from edgemir.notify import Notifier
     from edgemir.sinks import JsonlSink, OscSink
     from edgemir.sources import BackendWedged
-
-    from edgemir.config import decoder_overrides
 
     err = Console(stderr=True)
     cfg = _apply_config(args)
