@@ -64,8 +64,10 @@ class LotteryRun:
         if not self.state_path.exists():
             return None
         st = torch.load(self.state_path, weights_only=True)
-        if st["settings"] != self.settings():
-            raise UserError(f"{self.out}: holds a run with other settings; use another --out")
+        same = {k: v for k, v in st["settings"].items() if k != "rounds"}
+        if same != {k: v for k, v in self.settings().items() if k != "rounds"}:
+            raise UserError(f"{self.out}: holds a run with other settings; use another --out (only --rounds may grow)")
+        st["settings"] = self.settings()
         return st
 
     # -- evaluation and export ---------------------------------------------------------------

@@ -1,0 +1,78 @@
+"""Training and lottery runs on tiny rendered data, end to end through the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import run_cli
+
+FAST = ["--epochs", "1", "--steps", "2", "--batch", "4"]
+
+
+@pytest.mark.parametrize("task", ["pitch", "onset", "chord", "drums", "instrument"])
+def test_one_epoch_fit_per_task(task, tiny_data, tmp_path):
+    out = tmp_path / "run"
+    r = run_cli([sys.executable, "-m", "train", "fit", "--task", task, "--data", str(tiny_data(task)), "--out", str(out),
+                 "--width", "0.25", *FAST])
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["task"] == task and "test" in m and m["params"] > 0
+    assert (out / "best.pt").exists() and (out / f"{task}-dense.ts").exists()
+    import torch
+
+    torch.load(out / "best.pt", weights_only=True)
+
+
+def _load_without_train(bundles):
+    code = ("import sys; sys.modules['train'] = None\n"
+            "import torch, json\n"
+            "from edgemir.bundle import load_bundle\n"
+            "from edgemir.frontend import N_BINS\n"
+            "for p in sys.argv[1:]:\n"
+            "    b = load_bundle(p)\n"
+            "    f = b.module.features(torch.rand(40, N_BINS))\n"
+            "    y, _ = b.module(f.unsqueeze(0), b.module.initial_state())\n"
+            "    assert y.shape[-1] == 40 - b.card['receptive_field'] + 1\n"
+            "    print(json.dumps([b.card['round'], b.card['params'], b.card['nonzero_params']]))\n")
+    r = subprocess.run([sys.executable, "-c", code, *map(str, bundles)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("mode", ["trim", "mask"])
+def test_three_round_lottery_writes_loadable_bundles(mode, tiny_data, tmp_path):
+    out = tmp_path / mode
+    args = [sys.executable, "-m", "train", "lottery", "--task", "drums", "--data", str(tiny_data("drums")), "--out",
+            str(out), "--mode", mode, "--rate", "0.3", "--width", "0.25", *FAST]
+    r = run_cli(args + ["--rounds", "2"])
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    r = run_cli(args + ["--rounds", "3"])  # resumes from round 2
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    rounds = json.loads((out / "rounds.json").read_text())["rounds"]
+    assert [x["round"] for x in rounds] == [0, 1, 2, 3]
+    bundles = sorted((out / "bundles").glob("*.ts"))
+    assert len(bundles) == 4
+    cards = _load_without_train(bundles)
+    params = [c[1] for c in cards]
+    nonzero = [c[2] for c in cards]
+    if mode == "trim":
+        assert params[0] > params[1] > params[2] > params[3]
+        assert rounds[3]["bytes"] < rounds[0]["bytes"]
+    else:  # masks keep the dense shape and report their true non-zero count
+        assert len(set(params)) == 1
+        assert nonzero[0] > nonzero[1] > nonzero[2] > nonzero[3]
+        assert 0.25 < nonzero[3] / nonzero[0] < 0.5  # about 0.7^3 of the maskable weights
+
+
+def test_report_writes_table_and_figures(tiny_data, tmp_path):
+    out = tmp_path / "trim"
+    r = run_cli([sys.executable, "-m", "train", "lottery", "--task", "onset", "--data", str(tiny_data("onset")),
+                 "--out", str(out), "--rounds", "1", "--width", "0.25", "--criterion", "information", *FAST])
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    r = run_cli([sys.executable, "-m", "train", "report", str(out), "--out", str(tmp_path / "rep")])
+    assert r.returncode == 0, r.stderr.decode()
+    assert "| trim information global rewind" in (tmp_path / "rep" / "report.md").read_text()
+    assert (tmp_path / "rep" / "score_vs_params.png").stat().st_size > 1000

@@ -1,0 +1,84 @@
+"""``python -m train report RUN... --out DIR``: a markdown table and the paper-style figures
+(test score vs remaining parameters, and vs measured latency) from lottery runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgemir.errors import UserError
+from train.metrics import HEADLINE
+
+
+def load_run(run: Path) -> dict:
+    p = Path(run) / "rounds.json"
+    if not p.exists():
+        raise UserError(f"{run}: no rounds.json (not a lottery run folder)")
+    d = json.loads(p.read_text())
+    if not d.get("rounds"):
+        raise UserError(f"{run}: no finished rounds yet")
+    s = d["settings"]
+    d["label"] = f"{s['mode']} {s['criterion']} {s['scope']} {s['reset']}" if s["mode"] == "trim" else \
+        f"mask magnitude {s['reset']}"
+    d["path"] = str(run)
+    return d
+
+
+def markdown(runs: list[dict]) -> str:
+    lines = []
+    for task in sorted({r["settings"]["task"] for r in runs}):
+        lines.append(f"### {task} (test {HEADLINE[task]}, cross-soundfont)\n")
+        lines.append("| run | round | removed | params | non-zero | KB | MFLOP/s | hop ms | valid | test | Δ test vs dense |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for run in [r for r in runs if r["settings"]["task"] == task]:
+            dense = run["rounds"][0]["test"]
+            for row in run["rounds"]:
+                lines.append(
+                    f"| {run['label']} s{run['settings']['seed']} | {row['round']} | {row['fraction_removed']:.1%} | "
+                    f"{row['params']:,} | {row['nonzero_params']:,} | {row['bytes'] / 1024:.0f} | "
+                    f"{row['flops_per_second'] / 1e6:.1f} | {row['latency_ms_p50']:.3f} | {row['valid']:.3f} | "
+                    f"{row['test']:.3f} | {100 * (row['test'] - dense):+.1f} pt |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def figures(runs: list[dict], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    tasks = sorted({r["settings"]["task"] for r in runs})
+    for xkey, xlabel, name in (("remaining", "remaining parameters (fraction of dense, log)", "score_vs_params"),
+                               ("latency_ms_p50", "latency per hop, ms (single thread, log)", "score_vs_latency")):
+        fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+        for ax, task in zip(axes[0], tasks):
+            for run in [r for r in runs if r["settings"]["task"] == task]:
+                xs = [row[xkey] if xkey != "remaining" else max(row["remaining"], 1e-4) for row in run["rounds"]]
+                ax.plot(xs, [row["test"] for row in run["rounds"]], "o-", label=run["label"])
+            ax.set_xscale("log")
+            if xkey == "remaining":
+                ax.invert_xaxis()
+            ax.set_title(task)
+            ax.set_xlabel(xlabel, fontsize=8)
+            ax.set_ylabel(f"test {HEADLINE[task]}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        p = out / f"{name}.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def report_command(args) -> None:
+    runs = [load_run(r) for r in args.runs]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text("# Lottery-ticket trimming report\n\n" + markdown(runs) +
+                                   "\n![score vs parameters](score_vs_params.png)\n\n"
+                                   "![score vs latency](score_vs_latency.png)\n")
+    figures(runs, out)
+    print(f"wrote {out / 'report.md'} and figures")
