@@ -93,15 +93,34 @@ def logfreq_bank(bins_per_octave: int, n_bins: int, fmin: float = PITCH_FMIN) ->
 
 
 class FeatureBank(nn.Module):
-    """A fixed filterbank and log compression: spectra [T, N_BINS] -> features [F, T]."""
+    """A fixed filterbank and log compression: spectra [..., T, N_BINS] -> features [..., F, T].
+
+    Each filter is stored as its non-zero span only (bin indices and weights, K per filter), so a
+    bundle carries a few KB instead of an F x 513 matrix, and a frame costs F*K multiply-adds."""
 
     def __init__(self, matrix: np.ndarray) -> None:
         super().__init__()
-        self.register_buffer("matrix", torch.as_tensor(np.asarray(matrix, dtype=np.float32)))
+        m = np.asarray(matrix, dtype=np.float32)
+        nz = [np.flatnonzero(row) for row in m]
+        starts = np.array([z[0] if len(z) else 0 for z in nz])
+        k = max(1, max((z[-1] - z[0] + 1) if len(z) else 1 for z in nz))
+        starts = np.minimum(starts, m.shape[1] - k)
+        idx = starts[:, None] + np.arange(k)[None, :]
+        self.register_buffer("idx", torch.as_tensor(idx, dtype=torch.long))
+        self.register_buffer("weights", torch.as_tensor(np.take_along_axis(m, idx, axis=1)))
         self.eps = LOG_EPS
+        self.f = int(idx.shape[0])
+        self.k = int(k)
 
     def forward(self, spec: Tensor) -> Tensor:
-        return torch.log(spec @ self.matrix.t() + self.eps).transpose(-1, -2)
+        g = spec.index_select(-1, self.idx.flatten())
+        shape = list(spec.shape[:-1]) + [self.f, self.k]
+        e = (g.reshape(shape) * self.weights).sum(-1)
+        return torch.log(e + self.eps).transpose(-1, -2)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.idx.shape[0])
 
 
 FEATURE_SPECS: dict[str, dict] = {

@@ -70,6 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
         if sp is lt:
             sp.add_argument("--threads", type=int, default=1)
 
+    dm = sub.add_parser("demo", help="render the demo clip played when no input device exists")
+    dm.add_argument("--out", type=Path, default=Path("edgemir/data/demo.wav"))
+
+    sh = sub.add_parser("ship", help="pick, copy and document the bundles to ship from lottery runs")
+    sh.add_argument("runs", nargs="+", type=Path)
+    sh.add_argument("--out", type=Path, default=Path("edgemir/models"))
+    sh.add_argument("--results", type=Path, default=Path("docs/results.md"))
+    sh.add_argument("--dev-real", type=Path, default=Path("../shared/dev-real"))
+
+    bd = sub.add_parser("bench-data", help="time the rendering of M minutes per task")
+    bd.add_argument("--minutes", type=float, default=10.0)
+
     r = sub.add_parser("report", help="table and figures from lottery runs")
     r.add_argument("runs", nargs="+", type=Path)
     r.add_argument("--out", type=Path, required=True)
@@ -99,6 +111,18 @@ def main(argv: list[str] | None = None) -> int:
             from train.lottery import lottery_command
 
             lottery_command(args)
+        elif args.cmd == "demo":
+            from train.generate import render_demo
+
+            print(render_demo(args.out))
+        elif args.cmd == "ship":
+            from train.ship import ship_command
+
+            ship_command(args)
+        elif args.cmd == "bench-data":
+            from train.generate import bench_render
+
+            bench_render(args.minutes)
         elif args.cmd == "report":
             from train.report import report_command
 

@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from edgemir.errors import UserError
-from edgemir.frontend import FEATURE_SPECS, LOG_EPS, N_BINS, bank_for, batch_spectrum
+from edgemir.frontend import FEATURE_SPECS, N_BINS, FeatureBank, bank_for, batch_spectrum
 from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES, FRAME_RATE, PITCH_BINS, SAMPLE_RATE, hz_to_cents
 from train import annotations as ann
 
@@ -103,15 +103,17 @@ class Batcher:
         # log-frequency tasks get a margin for pitch shifting (2 bins/semitone chord, 5 pitch)
         self.margin = {"pitch": 30, "chord": 12}.get(task, 0)
         self.step = 0 if spec["kind"] == "mel" else spec["bins_per_octave"] // 12
-        self.bank = torch.from_numpy(bank_for(spec, self.margin))
-        self.n_feat = self.bank.shape[0] - 2 * self.margin
+        full = bank_for(spec, self.margin)
+        self.n_feat = full.shape[0] - 2 * self.margin
+        # the device's FeatureBank on every crop (shift) that augmentation uses
+        self.banks = {s: FeatureBank(full[self.margin + s: self.margin + s + self.n_feat])
+                      for s in range(-self.margin, self.margin + 1, self.step or 1)}
         self.weights = np.array([len(it.levels) for it in items], dtype=float)
         self.weights /= self.weights.sum()
 
     def features(self, spec: torch.Tensor, shift: int = 0) -> torch.Tensor:
         """[B, T, N_BINS] -> [B, F, T] with the crop shifted by ``shift`` bins (the device's bank at 0)."""
-        m = self.bank[self.margin + shift: self.margin + shift + self.n_feat]
-        return torch.log(spec @ m.t() + LOG_EPS).transpose(1, 2)
+        return self.banks[shift](spec)
 
     def crop(self, it: Item, start: int, n_out: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         left = self.rf - 1 - self.la

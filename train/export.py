@@ -35,7 +35,7 @@ def flops_per_second(model: TaskModel) -> int:
         with FlopCounterMode(display=False) as fc:
             model.features(spec)
         feat_flops = fc.get_total_flops()
-        x = torch.randn(1, model.bank.matrix.shape[0], int(FRAME_RATE) + rf - 1)
+        x = torch.randn(1, model.bank.n_features, int(FRAME_RATE) + rf - 1)
         with FlopCounterMode(display=False) as fc:
             model(x, model.initial_state())
     return int(feat_flops + fc.get_total_flops())
@@ -82,7 +82,7 @@ def export(task: str, net: FrameNet, path: Path, info: dict, decoder: dict | Non
     # measured after writing: the file's bytes and the latency of the saved, reloaded bundle
     loaded = torch.jit.load(str(path))
     card["bytes"] = os.path.getsize(path)
-    card["latency_ms_per_hop"] = hop_latency_ms(loaded, net.receptive_field, model.bank.matrix.shape[0])
+    card["latency_ms_per_hop"] = hop_latency_ms(loaded, net.receptive_field, model.bank.n_features)
     save_bundle(model, card, path)
     card["bytes"] = os.path.getsize(path)  # the final size (card grew by a few bytes)
     save_bundle(model, card, path)

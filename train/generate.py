@@ -364,3 +364,45 @@ def write_dataset(task: str, split: str, minutes: float, seed: int, out: Path,
 
 
 assert set(FAMILY_PROGRAMS) == set(FAMILIES) and CHORDS[0] == "N"
+
+
+def render_demo(out: Path, seconds: float = 16.0, seed: int = 7) -> Path:
+    """A short demo clip for devices without a microphone: a chord progression on keys over bass and
+    drums, with a flute melody on top (FluidR3_GM, MIT licensed samples)."""
+    rng = np.random.default_rng(seed)
+    sc, dur, a = gen_chord(rng)
+    while dur < seconds:
+        sc, dur, a = gen_chord(rng)
+    sc.program(DRUM_CHANNEL, 0)
+    tempo = 100.0
+    beat = 60 / tempo
+    t = 0.0
+    while t < seconds - 0.2:  # a steady backbeat under the progression
+        pos = round(t / beat * 2) % 8
+        sc.note(DRUM_CHANNEL, 36 if pos in (0, 4) else 38 if pos in (2, 6) else 42, t, t + 0.1, 100)
+        sc.note(DRUM_CHANNEL, 42, t, t + 0.1, 70)
+        t += beat / 2
+    sc.program(3, 73)  # flute
+    for p, a0, b0 in _melody(rng, 72, 86, 0.5, seconds - 0.5, tempo):
+        sc.note(3, p, a0, b0, 90)
+    audio = Renderer([default_soundfont("train")]).render(sc, seconds)
+    audio = (audio / (np.abs(audio).max() + 1e-9) * 0.5).astype(np.float32)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(out, audio, SAMPLE_RATE, subtype="PCM_16")
+    return out
+
+
+def bench_render(minutes: float = 10.0) -> dict[str, float]:
+    """Print how long rendering ``minutes`` of each task takes (a benchmark, not a test)."""
+    import tempfile
+    import time
+
+    out = {}
+    for task in TASKS:
+        with tempfile.TemporaryDirectory() as d:
+            t0 = time.perf_counter()
+            write_dataset(task, "train", minutes, 0, Path(d), progress=False)
+            out[task] = time.perf_counter() - t0
+        print(f"{task:<11} {minutes:g} min rendered in {out[task]:6.1f} s ({minutes * 60 / out[task]:.0f}x real time)")
+    return out

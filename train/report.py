@@ -28,7 +28,7 @@ def markdown(runs: list[dict]) -> str:
     lines = []
     for task in sorted({r["settings"]["task"] for r in runs}):
         lines.append(f"### {task} (test {HEADLINE[task]}, cross-soundfont)\n")
-        lines.append("| run | round | removed | params | non-zero | KB | MFLOP/s | hop ms | valid | test | Δ test vs dense |")
+        lines.append("| run | round | removed | params | non-zero | KB | MFLOP/s | hop ms | valid | test | Δ test |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for run in [r for r in runs if r["settings"]["task"] == task]:
             dense = run["rounds"][0]["test"]

@@ -1,0 +1,108 @@
+"""``python -m train ship RUN...``: per task, pick the smallest trimmed bundle whose test score is
+within 1 point of its dense parent (else say so and take the best trimmed one under 500 KB), copy it
+into ``edgemir/models/``, score dense and shipped on ``shared/dev-real`` through the engine, and write
+``docs/results.md``. Every number comes from a card or is measured here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from edgemir.app import analyze_file
+from edgemir.bundle import load_bundle
+from train import annotations as ann
+from train.metrics import HEADLINE, evaluate_folders
+from train.report import load_run
+
+MAX_BYTES = 500 * 1024
+TOLERANCE = 0.01
+
+
+def pick(run: dict) -> tuple[dict, dict, bool]:
+    rounds = run["rounds"]
+    dense = rounds[0]
+    ok = [r for r in rounds[1:] if r["test"] >= dense["test"] - TOLERANCE and r["bytes"] <= MAX_BYTES]
+    if ok:
+        return dense, min(ok, key=lambda r: r["params"]), True
+    small = [r for r in rounds[1:] if r["bytes"] <= MAX_BYTES] or rounds[1:] or rounds
+    return dense, max(small, key=lambda r: r["test"]), False
+
+
+def dev_real(task: str, bundle: Path, root: Path) -> dict | None:
+    folder = root / task
+    if not folder.is_dir():
+        return None
+    try:
+        ann.list_items(task, folder)
+    except Exception:
+        return None
+    b = {task: load_bundle(bundle)}
+    with tempfile.TemporaryDirectory() as d:
+        for wav in sorted(folder.glob("*.wav")):
+            analyze_file(wav, b, Path(d))
+        return evaluate_folders(task, folder, Path(d))["summary"]
+
+
+def ship_command(args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for run_dir in args.runs:
+        run = load_run(run_dir)
+        task = run["settings"]["task"]
+        dense, chosen, met = pick(run)
+        src = Path(run_dir) / "bundles" / chosen["bundle"]
+        for old in out.glob(f"{task}*.ts"):
+            old.unlink()
+        dst = out / f"{task}.ts"
+        shutil.copy(src, dst)
+        load_bundle(dst)  # verify what ships
+        dense_path = Path(run_dir) / "bundles" / dense["bundle"]
+        rows.append({"task": task, "run": str(run_dir), "settings": run["settings"], "dense": dense, "shipped": chosen,
+                     "within_1pt": met, "removed_90": chosen["fraction_removed"] >= 0.9,
+                     "dev_real_dense": dev_real(task, dense_path, Path(args.dev_real)),
+                     "dev_real_shipped": dev_real(task, dst, Path(args.dev_real))})
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text(results_markdown(rows))
+    (out / "SHIPPED.json").write_text(json.dumps(rows, indent=1, default=str))
+    print(f"shipped {len(rows)} bundles to {out}; wrote {args.results}")
+
+
+def _fmt_dev(d: dict | None, task: str) -> str:
+    if not d:
+        return "—"
+    return f"{d[HEADLINE[task]]:.3f}"
+
+
+def results_markdown(rows: list[dict]) -> str:
+    L = ["# Results: dense vs shipped bundles", "",
+         "Scores: cross-soundfont test split (rendered with TimGM6mb; training used FluidR3_GM and real drum kits) "
+         "and `shared/dev-real` (real recordings; pitch, onset and instrument only). Latency: one hop "
+         "(features + network on its receptive field), single thread, p50, measured at export on the training "
+         "machine (2 cores, x86_64). All figures come from the bundle cards or were measured by `python -m train ship`.",
+         "",
+         "| task | model | removed | params | KB | MFLOP/s | hop ms | test | dev-real | target |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        t = r["task"]
+        for name, row, dev in (("dense", r["dense"], r["dev_real_dense"]), ("shipped", r["shipped"], r["dev_real_shipped"])):
+            target = ""
+            if name == "shipped":
+                target = ("met" if r["within_1pt"] and r["removed_90"] else
+                          "missed: " + ", ".join(x for x, ok in (("≥90% removed", r["removed_90"]),
+                                                                  ("within 1 pt", r["within_1pt"])) if not ok))
+            L.append(f"| {t} ({HEADLINE[t]}) | {name} r{row['round']} | {row['fraction_removed']:.1%} | {row['params']:,} | "
+                     f"{row['bytes'] / 1024:.0f} | {row['flops_per_second'] / 1e6:.1f} | {row['latency_ms_p50']:.3f} | "
+                     f"{row['test']:.3f} | {_fmt_dev(dev, t)} | {target} |")
+    L += ["", "## Commands", "", "```"]
+    for r in rows:
+        s = r["settings"]
+        L.append(f"python -m train lottery --task {s['task']} --data data/{s['task']} --out {r['run']} --mode {s['mode']} "
+                 f"--criterion {s['criterion']} --scope {s['scope']} --reset {s['reset']} --rounds {s['rounds']} "
+                 f"--rate {s['rate']} --rewind-epoch {s['rewind_epoch']} --epochs {s['epochs']} --steps {s['steps']} "
+                 f"--width {s['width']} --seed {s['seed']}")
+    L.append("python -m train ship " + " ".join(r["run"] for r in rows))
+    L += ["```", ""]
+    return "\n".join(L)
