@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from edgemir.app import analyze_file
+from edgemir.errors import UserError
 from edgemir.bundle import load_bundle
 from train import annotations as ann
 from train.metrics import HEADLINE, evaluate_folders
@@ -42,7 +43,10 @@ def dev_real(task: str, bundle: Path, root: Path) -> dict | None:
     with tempfile.TemporaryDirectory() as d:
         for wav in sorted(folder.glob("*.wav")):
             analyze_file(wav, b, Path(d))
-        return evaluate_folders(task, folder, Path(d))["summary"]
+        try:
+            return evaluate_folders(task, folder, Path(d))["summary"]
+        except UserError as e:  # e.g. a clip judged silent ("unknown" family): reported, not fatal
+            return {"error": str(e)}
 
 
 def ship_command(args) -> None:
@@ -71,7 +75,7 @@ def ship_command(args) -> None:
 
 
 def _fmt_dev(d: dict | None, task: str) -> str:
-    if not d:
+    if not d or "error" in d:
         return "—"
     return f"{d[HEADLINE[task]]:.3f}"
 
