@@ -11,8 +11,8 @@ import tempfile
 from pathlib import Path
 
 from edgemir.app import analyze_file
-from edgemir.errors import UserError
 from edgemir.bundle import load_bundle
+from edgemir.errors import UserError
 from train import annotations as ann
 from train.metrics import HEADLINE, evaluate_folders
 from train.report import load_run
