@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemir import formats as fmt
 from edgemir.decoders import Event
 from edgemir.errors import UserError
 
@@ -86,28 +87,17 @@ def write_analysis(out: Path, name: str, events: list[Event], duration: float, s
     out.mkdir(parents=True, exist_ok=True)
     written = []
     by = {t: [e for e in events if e.task == t] for t in tasks}
-    if "pitch" in by:
-        p = out / f"{name}.f0.csv"
-        with open(p, "w") as f:
-            for e in by["pitch"]:
-                f.write(f"{e.t:.2f},{e.value:.3f}\n")
-        written.append(p)
-    if "onset" in by:
-        p = out / f"{name}.onsets"
-        p.write_text("".join(f"{e.t:.4f}\n" for e in by["onset"]))
-        written.append(p)
-    if "chord" in by:
-        p = out / f"{name}.lab"
-        ev = by["chord"]
-        segs = [(e.t, ev[i + 1].t if i + 1 < len(ev) else duration, e.value) for i, e in enumerate(ev)]
-        if not segs:
-            segs = [(0.0, duration, "N")]
-        p.write_text("".join(f"{a:.4f} {b:.4f} {lab}\n" for a, b, lab in segs if b > a))
-        written.append(p)
-    if "drums" in by:
-        p = out / f"{name}.drums"
-        p.write_text("".join(f"{e.t:.4f}\t{e.value}\n" for e in by["drums"]))
-        written.append(p)
+    writers = {
+        "pitch": (".f0.csv", lambda ev: fmt.write_f0(path, [e.t for e in ev], [e.value for e in ev])),
+        "onset": (".onsets", lambda ev: fmt.write_times(path, [e.t for e in ev])),
+        "chord": (".lab", lambda ev: fmt.write_lab(path, fmt.chord_segments([(e.t, e.value) for e in ev], duration))),
+        "drums": (".drums", lambda ev: fmt.write_drums(path, [(e.t, e.value) for e in ev])),
+    }
+    for task, (suffix, write) in writers.items():
+        if task in by:
+            path = out / f"{name}{suffix}"
+            write(by[task])
+            written.append(path)
     if "instrument" in by:
         whole, windows = summary.get("instrument", (None, []))
         p = out / f"{name}.label"

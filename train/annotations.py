@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemir.errors import UserError
+from edgemir.formats import write_drums, write_f0, write_lab, write_label, write_times  # noqa: F401
 from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES
 
 SUFFIX = {
@@ -38,12 +39,6 @@ def _bad(path: Path, i: int, why: str) -> UserError:
 
 
 # -- pitch -----------------------------------------------------------------------------------
-def write_f0(path: Path, times: np.ndarray, f0: np.ndarray) -> None:
-    with open(path, "w") as f:
-        for t, v in zip(times, f0):
-            f.write(f"{t:.2f},{v:.3f}\n")
-
-
 def read_f0(path: Path) -> tuple[np.ndarray, np.ndarray]:
     ts, fs = [], []
     for i, s in _lines(path):
@@ -64,12 +59,6 @@ def read_f0(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 # -- onsets ----------------------------------------------------------------------------------
-def write_times(path: Path, times) -> None:
-    with open(path, "w") as f:
-        for t in times:
-            f.write(f"{t:.4f}\n")
-
-
 def read_onsets(path: Path) -> np.ndarray:
     out = []
     for i, s in _lines(path):
@@ -81,12 +70,6 @@ def read_onsets(path: Path) -> np.ndarray:
 
 
 # -- chords ----------------------------------------------------------------------------------
-def write_lab(path: Path, segments) -> None:
-    with open(path, "w") as f:
-        for a, b, lab in segments:
-            f.write(f"{a:.4f} {b:.4f} {lab}\n")
-
-
 def read_lab(path: Path, vocabulary: tuple[str, ...] | None = None) -> tuple[np.ndarray, list[str]]:
     """(intervals [n,2], labels). With a vocabulary, labels outside it are an error."""
     iv, labs = [], []
@@ -124,12 +107,6 @@ def read_chords(path: Path) -> tuple[np.ndarray, list[str]]:
 
 
 # -- drums -----------------------------------------------------------------------------------
-def write_drums(path: Path, events) -> None:
-    with open(path, "w") as f:
-        for t, c in events:
-            f.write(f"{t:.4f}\t{c}\n")
-
-
 def read_drums(path: Path) -> dict[str, np.ndarray]:
     out: dict[str, list[float]] = {c: [] for c in DRUM_CLASSES}
     for i, s in _lines(path):
@@ -144,10 +121,6 @@ def read_drums(path: Path) -> dict[str, np.ndarray]:
 
 
 # -- instrument ------------------------------------------------------------------------------
-def write_label(path: Path, family: str) -> None:
-    Path(path).write_text(family + "\n")
-
-
 def read_label(path: Path) -> str:
     lines = list(_lines(path))
     if len(lines) != 1:

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from edgemir.decoders import make_decoder
 from edgemir.engine import Engine, TaskRunner, analyze_array
 from edgemir.errors import UserError
+from edgemir.formats import chord_segments
 from edgemir.labels import DRUM_CLASSES, FAMILIES
 from train import metrics
 from train.dataset import IGNORE, Batcher, Item, load_split, pitch_salience_target, read_audio
@@ -95,11 +96,7 @@ def estimate(task: str, rec: RecordingDecoder, n_frames: int, dur: float, **kw):
     if task == "drums":
         return {c: np.array([e.t for e in ev if e.value == c]) for c in DRUM_CLASSES}
     if task == "chord":
-        segs = [(e.t, ev[i + 1].t if i + 1 < len(ev) else dur, e.value) for i, e in enumerate(ev)]
-        if not segs:
-            segs = [(0.0, dur, "N")]
-        if segs[0][0] > 0:
-            segs.insert(0, (0.0, segs[0][0], "N"))
+        segs = chord_segments([(e.t, e.value) for e in ev], dur)
         return np.array([[a, b] for a, b, _ in segs]), [s[2] for s in segs]
     whole, _ = dec.summary()
     return whole or FAMILIES[0]
