@@ -37,7 +37,7 @@ def test_a_sine_lands_in_the_right_pitch_bin():
     assert abs(peak * 20 - cents) <= 20
 
 
-EXPECTED = {"pitch": (PITCH_BINS + 1, 7, 2), "onset": (1, 11, 3), "drums": (3, 11, 3), "chord": (len(CHORDS), 13, 6),
+EXPECTED = {"pitch": (PITCH_BINS + 1, 5, 2), "onset": (1, 11, 3), "drums": (3, 11, 3), "chord": (len(CHORDS), 13, 6),
             "instrument": (len(FAMILIES), 9, 4)}
 
 
@@ -47,7 +47,8 @@ def test_model_shapes_receptive_field_and_lookahead(task):
     net = build(task).eval()
     cfg = task_config(task)
     assert (net.receptive_field, net.lookahead) == (rf, la)
-    assert 1e5 < count_params(net) < 5e6
+    # the pitch salience CNN shares its kernels over every bin: few parameters, many FLOPs
+    assert (2e4 if task == "pitch" else 1e5) < count_params(net) < 5e6
     T = 40
     x = torch.randn(2, cfg.n_features, T)
     y, _ = net(x, torch.zeros(0))

@@ -16,8 +16,12 @@ from train.trim import Group, groups, importance, plan, remove_units, update_mas
 torch.manual_seed(0)
 
 
-def _net(gru: int = 0) -> FrameNet:
-    cfg = NetConfig(20, 3, conv2d=[(6, 3, 3, 2), (5, 3, 3, 2)], conv1d=[(12, 3)], gru=gru, dense=[10], lookahead=1)
+def _net(gru: int = 0, salience: bool = False) -> FrameNet:
+    if salience:  # the pitch variant: harmonic stacking, frequency-preserving convs, 1x1 head
+        cfg = NetConfig(20, 17, conv2d=[(6, 3, 3, 1), (5, 3, 1, 1)], shifts=[-4, 0, 4, 7], out_bins=16, lookahead=1)
+    else:
+        cfg = NetConfig(20, 3, conv2d=[(6, 3, 3, 2), (5, 3, 3, 2)], conv1d=[(12, 3)], gru=gru, dense=[10],
+                        lookahead=1)
     net = FrameNet(cfg)
     for m in net.modules():  # non-trivial BN statistics so that eval-mode BN is not the identity
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
@@ -71,9 +75,9 @@ def _gru_masked_forward(net: FrameNet, units: list[int], x: torch.Tensor) -> tor
     return y
 
 
-@pytest.mark.parametrize("gru", [0, 7])
-def test_removing_units_equals_masking_them(gru):
-    net = _net(gru)
+@pytest.mark.parametrize("gru,salience", [(0, False), (7, False), (0, True)])
+def test_removing_units_equals_masking_them(gru, salience):
+    net = _net(gru, salience)
     x = torch.randn(2, 20, 30)
     for g in groups(net):
         units = [0, 2]

@@ -91,11 +91,16 @@ def load_split(task: str, folder: Path, limit: int | None = None) -> list[Item]:
     return items
 
 
+CROP_FRAMES = {"pitch": 25}
+
+
 class Batcher:
     """Random crops of ``length`` output frames with their context, augmented in the spectral domain."""
 
-    def __init__(self, task: str, items: list[Item], rf: int, la: int, length: int = 100,
+    def __init__(self, task: str, items: list[Item], rf: int, la: int, length: int | None = None,
                  augment: bool = True, seed: int = 0) -> None:
+        # pitch is frame-local and its salience net costs per bin: short crops, more of them
+        length = length or CROP_FRAMES.get(task, 100)
         self.task, self.items, self.rf, self.la, self.length = task, items, rf, la, length
         self.augment = augment
         self.rng = np.random.default_rng(seed)

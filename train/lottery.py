@@ -64,9 +64,11 @@ class LotteryRun:
         if not self.state_path.exists():
             return None
         st = torch.load(self.state_path, weights_only=True)
-        same = {k: v for k, v in st["settings"].items() if k != "rounds"}
-        if same != {k: v for k, v in self.settings().items() if k != "rounds"}:
-            raise UserError(f"{self.out}: holds a run with other settings; use another --out (only --rounds may grow)")
+        now = self.settings()
+        diff = [f"--{k.replace('_', '-')} {v} (asked {now.get(k)})" for k, v in st["settings"].items()
+                if k != "rounds" and now.get(k) != v]
+        if diff:
+            raise UserError(f"{self.out}: holds a run with {', '.join(diff)}; use another --out (only --rounds may grow)")
         st["settings"] = self.settings()
         return st
 

@@ -7,9 +7,15 @@ get exactly the batch outputs. Output frame j belongs to input frame ``j + rf - 
 Layout (each weighted layer followed by BatchNorm, for the batchnorm trimming criterion):
   input BatchNorm → Conv2d blocks over (frequency, time) with frequency max-pooling
   → flatten → Conv1d blocks over time → optional causal GRU → per-frame dense blocks → head.
+
+Salience variant (pitch): the input is stacked at harmonic offsets (the harmonic CQT of Bittner
+et al.'s deep salience), Conv2d blocks keep the frequency axis (no pooling, frequency-equivariant:
+every frame trains every bin), and a 1x1 Conv2d head gives one logit per bin; the voicing logit is
+the maximum salience logit (CREPE's confidence). Far fewer frames are needed than with a dense head
+that must learn each 20-cent bin separately.
 """
 
-
+import math
 from dataclasses import asdict, dataclass, field
 from typing import List  # noqa: UP035 (TorchScript needs typing.List)
 
@@ -29,6 +35,8 @@ class NetConfig:
     gru: int = 0
     dense: list[int] = field(default_factory=list)
     lookahead: int = 0
+    shifts: list[int] = field(default_factory=list)  # salience variant: input bin offset per harmonic
+    out_bins: int = 0  # salience variant: bins of the output axis (input bin k = output bin k)
 
     @property
     def receptive_field(self) -> int:
@@ -40,13 +48,18 @@ def n_features(task: str) -> int:
     return s["n_mels"] if s["kind"] == "mel" else s["n_bins"]
 
 
+def harmonic_shifts(bins_per_octave: int, harmonics=(0.5, 1, 2, 3, 4, 5)) -> list[int]:
+    return [int(round(bins_per_octave * math.log2(h))) for h in harmonics]
+
+
 def task_config(task: str, width: float = 1.0) -> NetConfig:
     """The dense baseline of each task (sizes follow the paper's model families)."""
     w = lambda c: max(4, int(round(c * width)))  # noqa: E731
     f = n_features(task)
-    if task == "pitch":  # CREPE-sized salience net on the 20-cent log-frequency axis
-        return NetConfig(f, PITCH_BINS + 1, conv2d=[(w(8), 5, 3, 2)], conv1d=[(w(256), 3), (w(256), 3)],
-                         dense=[w(256)], lookahead=2)
+    if task == "pitch":  # harmonic-stacked salience CNN on the 20-cent log-frequency axis
+        return NetConfig(f, PITCH_BINS + 1, conv2d=[(w(32), 7, 3, 1), (w(32), 5, 3, 1), (w(16), 3, 1, 1)],
+                         shifts=harmonic_shifts(FEATURE_SPECS[task]["bins_per_octave"]), out_bins=PITCH_BINS,
+                         lookahead=2)
     if task == "onset":  # Schlüter & Böck onset CNN
         return NetConfig(f, 1, conv2d=[(w(16), 7, 3, 3), (w(32), 3, 3, 3)], conv1d=[(w(256), 7)],
                          dense=[w(128)], lookahead=3)
@@ -56,9 +69,9 @@ def task_config(task: str, width: float = 1.0) -> NetConfig:
     if task == "chord":  # Carsault et al.'s ConvNet on log-frequency context
         return NetConfig(f, len(CHORDS), conv2d=[(w(16), 5, 5, 2), (w(32), 3, 5, 2)], conv1d=[(w(256), 5)],
                          dense=[w(128)], lookahead=6)
-    if task == "instrument":
+    if task == "instrument":  # a CRNN: the causal GRU gathers timbre evidence over the whole note
         return NetConfig(f, len(FAMILIES), conv2d=[(w(16), 3, 3, 2), (w(32), 3, 3, 2)], conv1d=[(w(256), 5)],
-                         dense=[w(128)], lookahead=4)
+                         gru=w(96), dense=[w(128)], lookahead=4)
     raise ValueError(task)
 
 
@@ -83,6 +96,7 @@ class GRUStage(nn.Module):
 
 class FrameNet(nn.Module):
     pools: List[int]  # noqa: UP006 (TorchScript needs typing.List)
+    shifts: List[int]  # noqa: UP006
 
     def __init__(self, cfg: NetConfig) -> None:
         super().__init__()
@@ -93,13 +107,17 @@ class FrameNet(nn.Module):
         self.conv2d = nn.ModuleList()
         self.bn2d = nn.ModuleList()
         self.pools: list[int] = []
-        ch, fr = 1, cfg.n_features
+        self.shifts = list(cfg.shifts)
+        self.out_bins = cfg.out_bins
+        self.salience = bool(cfg.shifts)
+        ch, fr = (len(cfg.shifts), cfg.out_bins) if self.salience else (1, cfg.n_features)
         for c, kf, kt, pool in cfg.conv2d:
             self.conv2d.append(nn.Conv2d(ch, c, (kf, kt), padding=(kf // 2, 0)))
             self.bn2d.append(nn.BatchNorm2d(c))
             self.pools.append(pool)
             ch, fr = c, fr // pool
-        self.freq_out = fr  # frequency rows per 2-D channel after pooling
+        # frequency rows per 2-D channel after pooling (1 for salience: the head is per bin)
+        self.freq_out = 1 if self.salience else fr
         n = ch * fr
         self.conv1d = nn.ModuleList()
         self.bn1d = nn.ModuleList()
@@ -118,10 +136,28 @@ class FrameNet(nn.Module):
             self.dense.append(nn.Linear(n, c))
             self.bnd.append(nn.BatchNorm1d(c))
             n = c
-        self.head = nn.Linear(n, cfg.n_out)
+        if self.salience:
+            assert not cfg.conv1d and not cfg.dense and not cfg.gru, "salience nets are 2-D only"
+            assert cfg.n_out == cfg.out_bins + 1
+            self.head: nn.Module = nn.Conv2d(ch, 1, 1)
+        else:
+            self.head = nn.Linear(n, cfg.n_out)
+
+    def harmonic_stack(self, x: Tensor) -> Tensor:
+        """[B, F, T] -> [B, H, out_bins, T]: channel i reads bin k + shift_i (zero outside)."""
+        lo = max(0, -min(self.shifts))
+        hi = max(0, max(self.shifts) + self.out_bins - x.shape[1])
+        xp = nn.functional.pad(x, (0, 0, lo, hi))
+        return torch.stack([xp[:, lo + s: lo + s + self.out_bins] for s in self.shifts], 1)
 
     def forward(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         x = self.inorm(x)
+        if self.salience:
+            z = self.harmonic_stack(x)
+            for conv, bn in zip(self.conv2d, self.bn2d):
+                z = torch.relu(bn(conv(z)))
+            sal = self.head(z).squeeze(1)
+            return torch.cat([sal, sal.max(1, keepdim=True)[0]], 1), h
         if len(self.conv2d) > 0:
             z = x.unsqueeze(1)
             for i, (conv, bn) in enumerate(zip(self.conv2d, self.bn2d)):
