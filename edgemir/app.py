@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from edgemir.bundle import Bundle, find_bundles, load_bundle
@@ -125,7 +124,7 @@ class Runner:
         st = self.engine.stats
         wall = time.perf_counter() - self.state.started
         cpu = (time.process_time() - self.state.cpu0) / wall * 100 if wall > 0 else 0.0
-        comp = st.compute_ms[-500:]
+        comp = list(st.compute_ms)[-500:]
         return {"compute_p50_ms": st.percentile(comp, 50), "compute_p99_ms": st.percentile(comp, 99),
                 "cpu_percent": cpu, "xruns": self.source.xruns, "latency_p50_ms": st.percentile(self.state.latencies, 50),
                 "latency_p99_ms": st.percentile(self.state.latencies, 99), "hops": st.hops,
@@ -137,20 +136,26 @@ def set_threads(n: int) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
 
 
-def analyze_file(path: Path, bundles: dict[str, Bundle], out: Path, block: int = 100) -> dict:
-    """Offline analysis through the same engine and runner (unpaced file source)."""
-    from edgemir.sinks import write_analysis
+def analyze_file(path: Path, bundles: dict[str, Bundle], out: Path, block: int = 100, progress=None) -> dict:
+    """Offline analysis through the same engine and runner (unpaced, streamed from disk);
+    ``progress(seconds_done)`` is called after each block."""
+    from edgemir.sinks import AnalysisWriter
     from edgemir.sources import FileSource
 
     src = FileSource(path)
     eng = build_engine(bundles, block=block)
-    collected: list[Event] = []
-    runner = Runner(src, eng, [], on_events=collected.extend)
-    src.start()
-    while runner.step(max_samples=SAMPLE_RATE * 10):
-        pass
-    dur = len(src.audio) / SAMPLE_RATE
-    events = [e for e in collected if e.t <= dur + 1e-9]
-    written = write_analysis(Path(out), Path(path).stem, events, dur, summary_of(eng), list(bundles))
-    return {"file": str(path), "duration": dur, "events": len(events), "written": [str(p) for p in written],
-            "compute_ms_total": float(np.sum(eng.stats.compute_ms))}
+    writer = AnalysisWriter(Path(out), Path(path).stem, list(bundles), src.duration)
+    runner = Runner(src, eng, [writer])
+    try:
+        src.start()
+        while runner.step(max_samples=SAMPLE_RATE * 10):
+            if progress:
+                progress(runner.samples / SAMPLE_RATE)
+        written = writer.close(summary_of(eng))
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        src.stop()
+    return {"file": str(path), "duration": src.duration, "events": writer.n_json,
+            "written": [str(p) for p in written], "compute_ms_total": eng.stats.compute_total_ms}

@@ -194,6 +194,17 @@ def cmd_bench(args) -> int:
 
     torch.set_num_threads(args.threads)
     tasks = parse_tasks(args.tasks)
+    if args.soak:
+        from edgemir.app import load_models
+        from edgemir.cli import DEMO
+        from edgemir.soak import print_soak, soak
+
+        folder = args.bundles[0] if args.bundles and args.bundles[0].is_dir() else None
+        res = soak(load_models(tasks, folder), args.soak, args.soak_clip or DEMO)
+        print_soak(res, Console())
+        if args.json:
+            args.json.write_text(json.dumps({"schema_version": SCHEMA_VERSION, "machine": machine(), "soak": res}, indent=1))
+        return 0 if res["rss_growth_mb"] < 20 else 1
     files = collect(args.bundles, tasks)
     con = Console(stderr=True)
     rows = []

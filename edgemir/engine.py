@@ -8,6 +8,7 @@ pushes sample blocks and receives events. Models run on blocks of ``block`` new 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,7 +38,6 @@ class TaskRunner:
         self.pending = 0  # new frames in ctx not yet run
         self.next_out = 0  # index of the next output frame
         self.levels: list[float] = []
-        self.compute_s: list[float] = []
 
     def push(self, spec: torch.Tensor, levels: np.ndarray, final: bool = False) -> list[Event]:
         with torch.no_grad():
@@ -51,14 +51,12 @@ class TaskRunner:
             ready = self.ctx.shape[1] - (self.rf - 1)
             if ready <= 0 or (ready < self.block and not final):
                 return []
-            t0 = time.perf_counter()
             y, self.state = self.module(self.ctx.unsqueeze(0), self.state)
             self.ctx = self.ctx[:, ready:]
         probs = y[0].numpy()
         lv = np.asarray(self.levels[:ready])
         self.levels = self.levels[ready:]
         events = self.decoder.push(probs, self.next_out, lv)
-        self.compute_s.append(time.perf_counter() - t0)
         self.next_out += ready
         if final:
             events += self.decoder.finish()
@@ -67,14 +65,22 @@ class TaskRunner:
 
 @dataclass
 class Stats:
+    """Running counters; per-block figures keep only the recent ones (a service runs for months)."""
+
     hops: int = 0
     dropped_hops: int = 0
     xruns: int = 0
-    compute_ms: list[float] = field(default_factory=list)  # per block, all tasks together
-    latency_ms: list[float] = field(default_factory=list)  # audio-to-event, per event
+    blocks: int = 0
+    compute_total_ms: float = 0.0
+    compute_ms: deque = field(default_factory=lambda: deque(maxlen=4096))  # per block, all tasks together
 
-    def percentile(self, xs: list[float], q: float) -> float:
-        return float(np.percentile(xs, q)) if xs else float("nan")
+    def add_compute(self, ms: float) -> None:
+        self.blocks += 1
+        self.compute_total_ms += ms
+        self.compute_ms.append(ms)
+
+    def percentile(self, xs, q: float) -> float:
+        return float(np.percentile(list(xs), q)) if len(xs) else float("nan")
 
 
 class Engine:
@@ -108,7 +114,7 @@ class Engine:
         for r in self.runners:
             events += r.push(spec, levels, final)
         if n or final:
-            self.stats.compute_ms.append((time.perf_counter() - t0) * 1000)
+            self.stats.add_compute((time.perf_counter() - t0) * 1000)
         return events
 
     def finish(self) -> list[Event]:

@@ -81,40 +81,78 @@ class OscSink:
     def close(self) -> None: ...
 
 
-def write_analysis(out: Path, name: str, events: list[Event], duration: float, summary: dict, tasks: list[str],
-                   long_file_s: float = 8.0) -> list[Path]:
-    """Write the project's annotation formats for one analysed file, plus ``<name>.json``."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    by = {t: [e for e in events if e.task == t] for t in tasks}
-    writers = {
-        "pitch": (".f0.csv", lambda ev: fmt.write_f0(path, [e.t for e in ev], [e.value for e in ev])),
-        "onset": (".onsets", lambda ev: fmt.write_times(path, [e.t for e in ev])),
-        "chord": (".lab", lambda ev: fmt.write_lab(path, fmt.chord_segments([(e.t, e.value) for e in ev], duration))),
-        "drums": (".drums", lambda ev: fmt.write_drums(path, [(e.t, e.value) for e in ev])),
-    }
-    for task, (suffix, write) in writers.items():
-        if task in by:
-            path = out / f"{name}{suffix}"
-            write(by[task])
-            written.append(path)
-    if "instrument" in by:
-        whole, windows = summary.get("instrument", (None, []))
-        p = out / f"{name}.label"
-        p.write_text((whole or "unknown") + "\n")
-        written.append(p)
-        if duration > long_file_s:
-            q = out / f"{name}.instrument.lab"
-            q.write_text("".join(f"{a:.4f} {min(b, duration):.4f} {fam}\n" for a, b, fam in windows))
-            written.append(q)
-    j = out / f"{name}.json"
-    j.write_text(json.dumps({"name": name, "duration": duration, "tasks": tasks,
-                             "summary": {k: v for k, v in summary.items() if k != "instrument"} |
-                             ({"instrument": {"family": summary["instrument"][0],
-                                              "windows": summary["instrument"][1]}} if "instrument" in summary else {}),
-                             "events": [event_dict(e, None) for e in events]}, default=_np))
-    written.append(j)
-    return written
+class AnalysisWriter:
+    """One analysed file's outputs, written as events arrive so memory stays flat on long files:
+    ``<name>.f0.csv``, ``.onsets``, ``.drums``, ``.lab``, ``.label`` (+ ``.instrument.lab`` for long
+    files) and ``<name>.json`` with every event. Files take their final names only on ``close``;
+    ``abort`` removes them, so a failed analysis never leaves half-written results."""
+
+    STREAMED = {"pitch": ".f0.csv", "onset": ".onsets", "drums": ".drums"}
+
+    def __init__(self, out: Path, name: str, tasks: list[str], duration: float) -> None:
+        self.out, self.name, self.tasks, self.duration = Path(out), name, tasks, duration
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot write to {out}: {e.strerror}") from None
+        self.parts: dict[Path, Path] = {}
+        self.files = {t: self._open(suffix) for t, suffix in self.STREAMED.items() if t in tasks}
+        self.json = self._open(".json")
+        self.json.write(json.dumps({"name": name, "duration": duration, "tasks": tasks})[:-1] + ', "events": [')
+        self.n_json = 0
+        self.chords: list[tuple[float, str]] = []  # changes only: a few per minute
+
+    def _open(self, suffix: str):
+        final = self.out / f"{self.name}{suffix}"
+        part = final.with_name(final.name + ".part")
+        self.parts[final] = part
+        return open(part, "w")
+
+    def emit(self, e: Event, latency_ms: float | None = None) -> None:
+        if e.t > self.duration + 1e-9:  # outputs of the silent right context after the end
+            return
+        if e.task == "pitch" and "pitch" in self.files:
+            self.files["pitch"].write(fmt.f0_line(e.t, e.value))
+        elif e.task == "onset" and "onset" in self.files:
+            self.files["onset"].write(fmt.time_line(e.t))
+        elif e.task == "drums" and "drums" in self.files:
+            self.files["drums"].write(fmt.drum_line(e.t, e.value))
+        elif e.task == "chord":
+            self.chords.append((e.t, e.value))
+        self.json.write(("," if self.n_json else "") + json.dumps(event_dict(e, None), default=_np))
+        self.n_json += 1
+
+    def flush(self) -> None: ...
+
+    def close(self, summary: dict, long_file_s: float = 8.0) -> list[Path]:
+        """Write what needs the whole stream (chord segments, instrument labels) and publish."""
+        if "chord" in self.tasks:
+            with self._open(".lab") as f:
+                f.write("".join(fmt.lab_line(*s) for s in fmt.chord_segments(self.chords, self.duration)))
+        if "instrument" in self.tasks:
+            whole, windows = summary.get("instrument", (None, []))
+            with self._open(".label") as f:
+                f.write((whole or "unknown") + "\n")
+            if self.duration > long_file_s:
+                with self._open(".instrument.lab") as f:
+                    f.write("".join(fmt.lab_line(a, min(b, self.duration), fam) for a, b, fam in windows))
+        js = {k: v for k, v in summary.items() if k != "instrument"}
+        if "instrument" in summary:
+            js["instrument"] = {"family": summary["instrument"][0], "windows": summary["instrument"][1]}
+        self.json.write('], "summary": ' + json.dumps(js, default=_np) + "}")
+        for f in [*self.files.values(), self.json]:
+            f.close()
+        written = []
+        for final, part in self.parts.items():
+            part.replace(final)
+            written.append(final)
+        return written
+
+    def abort(self) -> None:
+        for f in [*self.files.values(), self.json]:
+            f.close()
+        for part in self.parts.values():
+            part.unlink(missing_ok=True)
 
 
 def _np(o):

@@ -70,46 +70,75 @@ class Source:
         return None
 
 
+class ArrayReader:
+    """The reader interface of ``AudioReader`` over samples already in memory."""
+
+    def __init__(self, audio: np.ndarray) -> None:
+        self.audio = np.asarray(audio, dtype=np.float32)
+        self.duration = len(self.audio) / SAMPLE_RATE
+        self.pos = 0
+
+    def rewind(self) -> None:
+        self.pos = 0
+
+    def read(self, n: int) -> np.ndarray | None:
+        if self.pos >= len(self.audio):
+            return None
+        out = self.audio[self.pos:self.pos + n]
+        self.pos += len(out)
+        return out
+
+    def close(self) -> None: ...
+
+
 class FileSource(Source):
-    def __init__(self, path: Path, realtime: bool = False, loop: bool = False) -> None:
-        from edgemir.audio_io import read_audio
+    """A file streamed from disk (or an array), unpaced or paced in real time, optionally looped."""
+
+    def __init__(self, path: Path, realtime: bool = False, loop: bool = False, reader=None) -> None:
+        from edgemir.audio_io import AudioReader
 
         self.path = Path(path)
         self.name = f"file {self.path.name}" + (" (real time)" if realtime else "")
-        self.audio = read_audio(self.path)
+        self.reader = reader if reader is not None else AudioReader(self.path)
+        self.duration = self.reader.duration
         self.realtime = realtime
         self.loop = loop
-        self.pos = 0
+        self.pos = 0  # samples delivered since the start (or the last loop)
+        self.base = 0  # samples delivered before the last loop
         self.t0 = 0.0
 
     @classmethod
     def from_array(cls, audio: np.ndarray, name: str = "memory", realtime: bool = False, loop: bool = False) -> FileSource:
         """A file source over samples already in memory (benchmarks, tests)."""
-        src = cls.__new__(cls)
-        src.path, src.name, src.audio = Path(name), name, np.asarray(audio, dtype=np.float32)
-        src.realtime, src.loop, src.pos, src.t0 = realtime, loop, 0, 0.0
-        return src
+        return cls(Path(name), realtime=realtime, loop=loop, reader=ArrayReader(audio))
 
     def start(self) -> None:
         self.t0 = time.perf_counter()
 
+    def stop(self) -> None:
+        self.reader.close()
+
     def read(self, n: int) -> np.ndarray | None:
-        if self.pos >= len(self.audio):
-            if not self.loop:
-                return None
-            self.pos, self.t0 = 0, time.perf_counter()
-            self.base = getattr(self, "base", 0) + len(self.audio)
         if self.realtime:
             due = int((time.perf_counter() - self.t0) * SAMPLE_RATE)
             n = min(n, max(0, due - self.pos))
-        out = self.audio[self.pos:self.pos + n]
+            if n == 0:
+                return np.zeros(0, dtype=np.float32)
+        out = self.reader.read(n)
+        if out is None:
+            if not self.loop or self.pos == 0:
+                return None
+            self.reader.rewind()
+            self.base += self.pos
+            self.pos, self.t0 = 0, time.perf_counter()
+            return np.zeros(0, dtype=np.float32)
         self.pos += len(out)
         return out
 
     def arrival_time(self, sample: int) -> float | None:
         if not self.realtime:
             return None
-        return self.t0 + (sample - getattr(self, "base", 0)) / SAMPLE_RATE
+        return self.t0 + (sample - self.base) / SAMPLE_RATE
 
 
 class DeviceSource(Source):
