@@ -82,6 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
     bd = sub.add_parser("bench-data", help="time the rendering of M minutes per task")
     bd.add_argument("--minutes", type=float, default=10.0)
 
+    sw = sub.add_parser("sweep", help="many lottery runs: tasks x modes x criteria x scopes x resets x seeds")
+    sw.add_argument("--tasks", required=True, help="comma-separated tasks")
+    sw.add_argument("--modes", default="trim")
+    sw.add_argument("--criteria", default="batchnorm")
+    sw.add_argument("--scopes", default="global")
+    sw.add_argument("--resets", default="rewind")
+    sw.add_argument("--seeds", default="0")
+    for k, t in (("rounds", int), ("rate", float), ("epochs", int), ("steps", int), ("width", float),
+                 ("rewind-epoch", int)):
+        sw.add_argument(f"--{k}", type=t, help="passed to every run")
+    rp = sub.add_parser("reproduce", help="render data and rerun the shipped recipes (train/recipes), then ship")
+    rp.add_argument("--tasks", help="comma-separated (default: all five)")
+    for sp in (sw, rp):
+        sp.add_argument("--data-root", type=Path, default=Path("data"), help="holds <task>/{train,valid,test}")
+        sp.add_argument("--runs-root", type=Path, default=Path("runs"))
+        sp.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
+        sp.add_argument("--dry-run", action="store_true", help="print the command lines only")
+
     r = sub.add_parser("report", help="table and figures from lottery runs")
     r.add_argument("runs", nargs="+", type=Path)
     r.add_argument("--out", type=Path, required=True)
@@ -123,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
             from train.generate import bench_render
 
             bench_render(args.minutes)
+        elif args.cmd in ("sweep", "reproduce"):
+            from train import sweep
+
+            return (sweep.sweep_command if args.cmd == "sweep" else sweep.reproduce_command)(args)
         elif args.cmd == "report":
             from train.report import report_command
 

@@ -1,0 +1,40 @@
+"""Sweeps and recipes: the right independent runs, one command line each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgemir.errors import UserError
+from edgemir.labels import TASKS
+from train.sweep import load_recipe, recipe_jobs, sweep_jobs
+
+
+def test_sweep_is_the_cartesian_product_and_mask_runs_collapse():
+    jobs = sweep_jobs(["onset", "chord"], ["trim", "mask"], ["magnitude", "batchnorm", "activation", "information"],
+                      ["global", "local"], ["rewind", "reinit"], [0, 1, 2], {"epochs": 3, "rate": None})
+    trim = [j for j in jobs if j.mode == "trim"]
+    mask = [j for j in jobs if j.mode == "mask"]
+    assert len(trim) == 2 * 4 * 2 * 2 * 3
+    assert len(mask) == 2 * 2 * 3 and {j.criterion for j in mask} == {"magnitude"}
+    assert len({j.name for j in jobs}) == len(jobs)  # every run has its own folder
+    argv = jobs[0].argv(Path("d"), Path("r"))
+    assert argv[argv.index("--epochs") + 1] == "3" and "--rate" not in argv
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_has_a_valid_recipe(task):
+    r = load_recipe(task)
+    assert r["task"] == task and set(r["data"]["minutes"]) == {"train", "valid", "test"}
+    jobs = recipe_jobs(task)
+    assert jobs and all(j.task == task for j in jobs)
+    # the lottery parser accepts every option the recipe passes
+    from train.__main__ import build_parser
+
+    build_parser().parse_args(jobs[0].argv(Path("d"), Path("r"))[3:])
+
+
+def test_unknown_recipe_is_a_user_error():
+    with pytest.raises(UserError):
+        load_recipe("tuba")
