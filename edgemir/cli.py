@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
@@ -14,7 +13,6 @@ from edgemir import __version__
 from edgemir.errors import UserError
 
 DEMO = Path(__file__).parent / "data" / "demo.wav"
-EX_TEMPFAIL = 75  # sysexits: try again (systemd's Restart=on-failure restarts the service)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,7 +167,6 @@ def cmd_run(args) -> int:
     from edgemir.display import Dashboard
     from edgemir.notify import Notifier
     from edgemir.sinks import JsonlSink, OscSink
-    from edgemir.sources import BackendWedged
 
     err = Console(stderr=True)
     cfg = _apply_config(args)
@@ -218,12 +215,6 @@ def cmd_run(args) -> int:
                     break
     except KeyboardInterrupt:
         pass
-    except BackendWedged as e:
-        err.print(f"error: {e}; exiting with status {EX_TEMPFAIL} so that the service manager restarts edgemir")
-        for s in sinks:
-            s.close()
-        notify.stopping()
-        os._exit(EX_TEMPFAIL)  # a normal exit would block on the wedged stream as well
     finally:
         source.stop()
         for s in sinks:

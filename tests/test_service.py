@@ -102,26 +102,44 @@ def test_invalid_config_is_one_line(tmp_path, tiny_bundles):
 
 
 @pytest.mark.skipif(subprocess.run(["which", "jackd"], capture_output=True).returncode != 0, reason="no jackd")
-def test_device_loss_on_jack_ends_cleanly_for_a_restart(tiny_bundles, tmp_path):
-    """The audio server dies mid-stream. PortAudio's JACK backend cannot release the dead stream
-    in-process, so edgemir logs the loss and exits with EX_TEMPFAIL (75) instead of hanging:
-    systemd's Restart=on-failure then brings it back once the device is there again."""
+def test_device_loss_recovers_with_the_process_alive(tiny_bundles, tmp_path):
+    """The audio server (a real JACK capture device) dies mid-stream and comes back: edgemir logs
+    the loss, keeps running (its capture process is replaced), and events flow again."""
     server = f"edgemirloss{os.getpid()}"
     env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_DEFAULT_SERVER=server, PYTHONPATH=str(ROOT))
-    j = subprocess.Popen(["jackd", "-n", server, "-d", "dummy", "-r", "16000", "-p", "160"], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.5)
+
+    def jack():
+        j = subprocess.Popen(["jackd", "-n", server, "-d", "dummy", "-r", "16000", "-p", "160"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.5)
+        return j
+
+    def lines() -> int:
+        return len(out.read_text().splitlines()) if out.exists() else 0
+
+    def wait_for(n: int, timeout: float = 60) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline and lines() < n:
+            assert proc.poll() is None, proc.communicate()[1].decode()
+            time.sleep(0.2)
+        assert lines() >= n
+
+    j = jack()
     out = tmp_path / "events.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "edgemir", "run", "--device", "system", "--models", str(tiny_bundles),
                              "--tasks", "pitch", "--no-display", "--jsonl", str(out)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 100):
-            time.sleep(0.2)
-        assert len(out.read_text().splitlines()) >= 100
-        j.send_signal(signal.SIGKILL)
+        wait_for(100)
+        j.terminate()  # (a SIGKILLed jackd leaves its entry in JACK's shared registry, which holds few)
         j.wait()
+        time.sleep(4)  # lost, and at least one failed re-open with the server down
+        assert proc.poll() is None
+        before = lines()
+        j = jack()
+        wait_for(before + 100)  # re-opened: events flow again
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
@@ -129,5 +147,5 @@ def test_device_loss_on_jack_ends_cleanly_for_a_restart(tiny_bundles, tmp_path):
         if j.poll() is None:
             j.kill()
     err = err.decode()
-    assert proc.returncode == 75, err
-    assert "input device lost" in err and "restarts edgemir" in err and "Traceback" not in err
+    assert proc.returncode == 0, err
+    assert "input device lost" in err and "input device re-opened" in err and "Traceback" not in err
