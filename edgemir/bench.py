@@ -154,13 +154,27 @@ def bench_peers(seconds: float = 10.0) -> list[dict]:
             timed(f"torchcrepe-{model}", "pitch", lambda m=model: torchcrepe.predict(xt, SAMPLE_RATE, 160, 50, 2000, m,
                                                                                       batch_size=512, device="cpu"),
                   "CREPE, 10 ms hop")
-    except ImportError:
+    except Exception:  # ImportError, or a torchaudio built for another torch
         pass
     try:
         import pesto
 
         xt = torch.from_numpy(x)
         timed("pesto", "pitch", lambda: pesto.predict(xt, SAMPLE_RATE, step_size=10.0), "PESTO, 10 ms hop")
+    except Exception:  # ImportError, or a torchaudio built for another torch
+        pass
+    try:
+        import aubio
+
+        def aubio_run(make, hop=160):
+            det = make()
+            for i in range(0, len(x) - hop + 1, hop):
+                det(x[i:i + hop])
+
+        timed("aubio onset (specflux)", "onset", lambda: aubio_run(lambda: aubio.onset("specflux", 1024, 160, SAMPLE_RATE)),
+              "streaming spectral flux, 10 ms hop")
+        timed("aubio pitch (yinfft)", "pitch", lambda: aubio_run(lambda: aubio.pitch("yinfft", 1024, 160, SAMPLE_RATE)),
+              "streaming YIN-FFT, 10 ms hop")
     except ImportError:
         pass
     return out
