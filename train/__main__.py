@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--out", type=Path, default=Path("edgemir/models"))
     sh.add_argument("--results", type=Path, default=Path("docs/results.md"))
     sh.add_argument("--dev-real", type=Path, default=Path("../shared/dev-real"))
+    sh.add_argument("--data-root", type=Path, default=Path("data"), help="holds <task>/test (checked via analyze)")
 
     bd = sub.add_parser("bench-data", help="time the rendering of M minutes per task")
     bd.add_argument("--minutes", type=float, default=10.0)
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--resets", default="rewind")
     sw.add_argument("--seeds", default="0")
     for k, t in (("rounds", int), ("rate", float), ("epochs", int), ("steps", int), ("width", float),
-                 ("rewind-epoch", int)):
+                 ("rewind-epoch", int), ("limit", int)):
         sw.add_argument(f"--{k}", type=t, help="passed to every run")
     rp = sub.add_parser("reproduce", help="render data and rerun the shipped recipes (train/recipes), then ship")
     rp.add_argument("--tasks", help="comma-separated (default: all five)")

@@ -132,7 +132,7 @@ def sweep_command(args) -> int:
                       _csv(args.scopes, ("global", "local")), _csv(args.resets, ("rewind", "reinit")),
                       [int(s) for s in _csv(args.seeds)],
                       {"rounds": args.rounds, "rate": args.rate, "epochs": args.epochs, "steps": args.steps,
-                       "width": args.width, "rewind_epoch": args.rewind_epoch})
+                       "width": args.width, "rewind_epoch": args.rewind_epoch, "limit": args.limit})
     console.log(f"{len(jobs)} run(s), {args.jobs} at a time")
     return run_all(jobs, args.data_root, args.runs_root, args.jobs, args.dry_run)
 
