@@ -1,5 +1,6 @@
 """``python -m train ship RUN...``: per task, pick the smallest trimmed bundle whose test score is
-within 1 point of its dense parent (else say so and take the best trimmed one under 500 KB), copy it
+within 1 point of its dense parent (else say so and take, under 500 KB, the smallest trimmed one within
+1 point of the best trimmed one), copy it
 into ``edgemir/models/``, score dense and shipped on ``shared/dev-real`` through the engine, and write
 ``docs/results.md``. Every number comes from a card or is measured here."""
 
@@ -27,8 +28,10 @@ def pick(run: dict) -> tuple[dict, dict, bool]:
     ok = [r for r in rounds[1:] if r["test"] >= dense["test"] - TOLERANCE and r["bytes"] <= MAX_BYTES]
     if ok:
         return dense, min(ok, key=lambda r: r["params"]), True
+    # target missed: among trimmed bundles under 500 KB, the smallest within 1 point of the best one
     small = [r for r in rounds[1:] if r["bytes"] <= MAX_BYTES] or rounds[1:] or rounds
-    return dense, max(small, key=lambda r: r["test"]), False
+    best = max(r["test"] for r in small)
+    return dense, min((r for r in small if r["test"] >= best - TOLERANCE), key=lambda r: r["params"]), False
 
 
 def dev_real(task: str, bundle: Path, root: Path) -> dict | None:
