@@ -38,3 +38,16 @@ def test_bench_json_schema_and_consistency(tmp_path):
     assert rows["dense"]["speedup_vs_dense"] == 1.0
     assert rep["engine"]["dropped_hops"] == 0 and rep["engine"]["latency_ms"]["p50"] > 0
     assert (tmp_path / "b.png").stat().st_size > 1000
+
+
+def test_soak_reports_wall_time_rtf_and_a_flat_rss(tiny_bundles, tmp_path):
+    """A short soak through analyze (the hour-long one is a benchmark, not a test): the figures are
+    there and consistent, and the least-squares RSS trend is small."""
+    out = tmp_path / "soak.json"
+    r = run_cli([sys.executable, "-m", "edgemir", "bench", str(tiny_bundles), "--tasks", "onset,chord", "--soak", "2.5",
+                 "--json", str(out)], timeout=600)
+    assert r.returncode == 0, r.stderr.decode()
+    s = json.loads(out.read_text())["soak"]
+    assert abs(s["minutes"] - 2.5) < 0.01 and s["wall_s"] > 0 and abs(s["rtf"] - s["wall_s"] / 150) < 1e-6
+    assert s["rss_min_after_warmup_mb"] <= s["rss_peak_mb"] and abs(s["rss_growth_mb"]) < 20
+    assert s["events"] > 0 and b"budget" in r.stdout
