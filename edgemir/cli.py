@@ -209,6 +209,7 @@ def cmd_run(args) -> int:
                         live.update(dash.render(runner.status()))
                         last = time.perf_counter()
                 live.update(dash.render(runner.status()))
+            Console().print()  # end the display's last line before the summary
         else:
             while not stop["flag"] and runner.step():
                 if args.duration and runner.state.audio_s >= args.duration:
