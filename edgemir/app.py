@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -60,8 +62,8 @@ def summary_of(engine: Engine) -> dict:
 class LiveState:
     """What the display and the status line show."""
 
-    events: list[Event] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)
+    events: deque = field(default_factory=lambda: deque(maxlen=500))  # the latest events
+    latencies: deque = field(default_factory=lambda: deque(maxlen=2000))  # ms, per event
     started: float = field(default_factory=time.perf_counter)
     cpu0: float = field(default_factory=time.process_time)
     audio_s: float = 0.0
@@ -111,10 +113,8 @@ class Runner:
             self.state.latencies.append(lat)
             for s in self.sinks:
                 s.emit(e, lat)
-        self.state.latencies = self.state.latencies[-2000:]
         if events:
             self.state.events.extend(events)
-            self.state.events = self.state.events[-500:]
             for s in self.sinks:
                 s.flush()
         if self.on_events:
@@ -124,7 +124,7 @@ class Runner:
         st = self.engine.stats
         wall = time.perf_counter() - self.state.started
         cpu = (time.process_time() - self.state.cpu0) / wall * 100 if wall > 0 else 0.0
-        comp = list(st.compute_ms)[-500:]
+        comp = list(islice(st.compute_ms, max(0, len(st.compute_ms) - 500), None))
         return {"compute_p50_ms": st.percentile(comp, 50), "compute_p99_ms": st.percentile(comp, 99),
                 "cpu_percent": cpu, "xruns": self.source.xruns, "latency_p50_ms": st.percentile(self.state.latencies, 50),
                 "latency_p99_ms": st.percentile(self.state.latencies, 99), "hops": st.hops,

@@ -80,7 +80,7 @@ class Stats:
         self.compute_ms.append(ms)
 
     def percentile(self, xs, q: float) -> float:
-        return float(np.percentile(list(xs), q)) if len(xs) else float("nan")
+        return float(np.percentile(np.asarray(xs), q)) if len(xs) else float("nan")
 
 
 class Engine:

@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
-from edgemir.errors import UserError
+from edgemir.audio_io import read_audio  # the device's reader: one code path for audio in
 from edgemir.frontend import FEATURE_SPECS, N_BINS, FeatureBank, bank_for, batch_spectrum
-from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES, FRAME_RATE, PITCH_BINS, SAMPLE_RATE, hz_to_cents
+from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES, FRAME_RATE, PITCH_BINS, hz_to_cents
 from train import annotations as ann
 
 IGNORE = -100
@@ -26,19 +25,6 @@ class Item:
     target: np.ndarray  # task-specific per-frame targets [T, ...]
     levels: np.ndarray  # per-frame level in dB
     audio_path: Path
-
-
-def read_audio(path: Path) -> np.ndarray:
-    """Mono float32 at 16 kHz (training data is rendered at that rate)."""
-    try:
-        x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:
-        raise UserError(f"{path}: cannot read audio ({e})") from None
-    if sr != SAMPLE_RATE:
-        import librosa
-
-        x = librosa.resample(x.T, orig_sr=sr, target_sr=SAMPLE_RATE).T
-    return x.mean(axis=1)
 
 
 def frame_targets(task: str, path: Path, n: int) -> np.ndarray:

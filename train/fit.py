@@ -14,13 +14,14 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from edgemir.audio_io import read_audio
 from edgemir.decoders import make_decoder
 from edgemir.engine import Engine, TaskRunner, analyze_array
 from edgemir.errors import UserError
 from edgemir.formats import chord_segments
 from edgemir.labels import DRUM_CLASSES, FAMILIES
 from train import metrics
-from train.dataset import IGNORE, Batcher, Item, load_split, pitch_salience_target, read_audio
+from train.dataset import IGNORE, Batcher, Item, load_split, pitch_salience_target
 from train.export import task_model
 from train.nets import FrameNet, build
 

@@ -34,10 +34,6 @@ def pick(run: dict) -> tuple[dict, dict, bool]:
     return dense, min((r for r in small if r["test"] >= best - TOLERANCE), key=lambda r: r["params"]), False
 
 
-def dev_real(task: str, bundle: Path, root: Path) -> dict | None:
-    return analyzed_scores(task, bundle, root / task)
-
-
 def analyzed_scores(task: str, bundle: Path, folder: Path) -> dict | None:
     """Scores of ``edgemir analyze`` (the device's path, files streamed from disk) on a labelled folder."""
     if not folder.is_dir():
@@ -77,8 +73,8 @@ def ship_command(args) -> None:
         rows.append({"analyze_test": analyzed,
                      "task": task, "run": str(run_dir), "settings": run["settings"], "dense": dense, "shipped": chosen,
                      "within_1pt": met, "removed_90": chosen["fraction_removed"] >= 0.9,
-                     "dev_real_dense": dev_real(task, dense_path, Path(args.dev_real)),
-                     "dev_real_shipped": dev_real(task, dst, Path(args.dev_real))})
+                     "dev_real_dense": analyzed_scores(task, dense_path, Path(args.dev_real) / task),
+                     "dev_real_shipped": analyzed_scores(task, dst, Path(args.dev_real) / task)})
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).write_text(results_markdown(rows))
     (out / "SHIPPED.json").write_text(json.dumps(rows, indent=1, default=str))
