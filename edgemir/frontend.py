@@ -120,7 +120,7 @@ class FeatureBank(nn.Module):
 
     @property
     def n_features(self) -> int:
-        return int(self.idx.shape[0])
+        return self.f
 
 
 FEATURE_SPECS: dict[str, dict] = {
