@@ -15,14 +15,17 @@ from train.trim import importance, plan, remove_units
 
 
 def test_bench_json_schema_and_consistency(tmp_path):
+    import torch
+
+    torch.manual_seed(0)  # an untrained net: threshold 0 so that its peaks are events (latency figures)
     net = build("onset", width=0.25).eval()
     export("onset", net, tmp_path / "onset-dense.ts", {"mode": "dense", "round": 0, "fraction_removed": 0.0,
-                                                         "scores": {"test": {"f": 0.8}}})
+                                                         "scores": {"test": {"f": 0.8}}}, decoder={"threshold": 0.0})
     small = copy.deepcopy(net)
     for g, idx in plan(small, importance(small, "magnitude"), 0.6, "global").items():
         remove_units(small, g, idx)
     export("onset", small, tmp_path / "onset-trim.ts", {"mode": "trim", "round": 1, "fraction_removed": 0.6,
-                                                         "scores": {"test": {"f": 0.79}}})
+                                                         "scores": {"test": {"f": 0.79}}}, decoder={"threshold": 0.0})
     out = tmp_path / "bench.json"
     r = run_cli([sys.executable, "-m", "edgemir", "bench", str(tmp_path), "--seconds", "2", "--json", str(out),
                  "--plot", str(tmp_path / "b.png")], timeout=900)
