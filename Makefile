@@ -3,7 +3,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
-APT_PACKAGES := libportaudio2 fluidsynth fluid-soundfont-gm avldrums.lv2-soundfont alsa-utils tmux shellcheck jackd2 systemd
+APT_PACKAGES := libportaudio2 fluidsynth fluid-soundfont-gm avldrums.lv2-soundfont alsa-utils tmux shellcheck jackd2 systemd \
+	musescore-general-soundfont-small csound-soundfont
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test setup system venv lint clean

@@ -37,7 +37,10 @@ def test_chord_data_cli_is_deterministic_and_in_vocabulary(tmp_path):
         _, labels = ann.read_lab(p, CHORDS)  # raises on a label outside the vocabulary
         assert all(lab in CHORDS for lab in labels)
     m = json.loads((outs[0] / "manifest.json").read_text())
-    assert m["soundfonts"] == ["FluidR3_GM.sf2"] and m["minutes"] >= 1.0 and m["seed"] == 0
+    pool = ["FluidR3_GM.sf2", "MuseScore_General.sf3", "sf_GMbank.sf2"]  # installed by `make test`
+    assert m["soundfonts"] == pool and m["minutes"] >= 1.0 and m["seed"] == 0
+    used = [f for it in m["items"] for f in it["soundfonts"]]
+    assert set(used) == set(pool), "train items must draw their General MIDI bank from the whole pool"
 
 
 def test_every_task_writes_audio_and_annotations(tiny_data):

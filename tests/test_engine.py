@@ -30,7 +30,14 @@ def test_events_do_not_depend_on_block_sizes(tiny_bundles, tiny_data):
     audio = read_audio(wav)
     a = _events(bundles, audio, block=1, step_s=0.37)
     b = _events(bundles, audio, block=200, step_s=5.0)
-    assert len(a) > 100 and sorted(a) == sorted(b)
+    assert len(a) > 100 and len(a) == len(b)
+    # Batched and single-frame convolutions differ in the last bits, which can move a peak between
+    # two near-equal frames of an untrained net. A streaming bug (lost context, a state reset) shifts
+    # or drops many events; allow a few one-frame moves of the same event and nothing else.
+    odd_a, odd_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+    assert len(odd_a) <= max(2, len(a) // 100), odd_a
+    for (task, t, v), (task2, t2, v2) in zip(odd_a, odd_b):
+        assert (task, v) == (task2, v2) and abs(t - t2) <= 0.0101, ((task, t, v), (task2, t2, v2))
 
 
 def test_analyze_writes_every_format(tiny_bundles, tiny_data, tmp_path):

@@ -17,9 +17,18 @@ from edgemir.errors import UserError
 from edgemir.labels import CHORDS, FAMILIES, PITCH_CLASSES, SAMPLE_RATE, TASKS
 from train import annotations as ann
 from train.augment import realism
-from train.render import BEND_RANGE, DRUM_CHANNEL, Renderer, Score, bend_value, default_soundfont, extra_drum_kits
+from train.render import (
+    BEND_RANGE,
+    DRUM_CHANNEL,
+    Renderer,
+    Score,
+    bend_value,
+    default_soundfont,
+    extra_drum_kits,
+    gm_soundfonts,
+)
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: train/valid items draw their GM bank from a pool; no detuned pitch programs
 SPLITS = ("train", "valid", "test")
 HOP_S = 0.01
 
@@ -39,6 +48,10 @@ FAMILY_PROGRAMS: dict[str, tuple[list[int], int, int]] = {
 }
 # Monophonic pitch: the "melodic" families (and their ranges), f0 from 51.9 Hz (MIDI 32) up.
 PITCH_FAMILIES = ("vocal", "reed", "flute", "brass", "string", "guitar", "bass", "synth_lead")
+# Programs whose sounding pitch is not the note's (measured with pyin on every bank we use): guitar
+# harmonics (31) sounds two octaves up, lead 7 "fifths" (86) doubles a fifth, TimGM6mb's whistle (78)
+# is 9 semitones flat. They would be wrong f0 labels, so the pitch task never plays them.
+PITCH_EXCLUDED = (31, 78, 86)
 KICKS, SNARES, HIHATS = (35, 36), (38, 40), (42, 44, 46)
 DISTRACTORS = (41, 43, 45, 47, 48, 50, 49, 57, 51, 59, 52, 55, 39, 54, 56, 37)
 GM_KITS = (0, 8, 16, 24, 25, 32, 40, 48)
@@ -48,9 +61,9 @@ def midi_hz(m: float) -> float:
     return 440.0 * 2 ** ((m - 69) / 12)
 
 
-def _program(rng, family: str) -> tuple[int, int, int]:
+def _program(rng, family: str, exclude: tuple[int, ...] = ()) -> tuple[int, int, int]:
     progs, lo, hi = FAMILY_PROGRAMS[family]
-    return int(rng.choice(progs)), lo, hi
+    return int(rng.choice([p for p in progs if p not in exclude])), lo, hi
 
 
 def _melody(rng, lo: int, hi: int, t0: float, t1: float, tempo: float):
@@ -76,7 +89,7 @@ def _melody(rng, lo: int, hi: int, t0: float, t1: float, tempo: float):
 def gen_pitch(rng, kits: int = 0) -> tuple[Score, float, dict]:
     dur = 8.0
     fam = PITCH_FAMILIES[rng.integers(len(PITCH_FAMILIES))]
-    prog, lo, hi = _program(rng, fam)
+    prog, lo, hi = _program(rng, fam, exclude=PITCH_EXCLUDED)
     lo, hi = max(lo, 32), min(hi, 91)
     sc = Score()
     sc.program(0, prog)
@@ -334,9 +347,10 @@ def write_dataset(task: str, split: str, minutes: float, seed: int, out: Path,
         raise UserError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
     if minutes <= 0:
         raise UserError("--minutes must be positive")
-    font = Path(soundfont) if soundfont else default_soundfont(split)
-    fonts = [font] + (extra_drum_kits(split) if task == "drums" and soundfont is None else [])
-    renderer = Renderer(fonts)
+    gm = [Path(soundfont)] if soundfont else gm_soundfonts(split)
+    kits = extra_drum_kits(split) if task == "drums" and soundfont is None else []
+    fonts = gm + kits
+    renderer = Renderer(fonts, n_gm=len(gm))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, SPLITS.index(split), TASKS.index(task)])
@@ -346,11 +360,14 @@ def write_dataset(task: str, split: str, minutes: float, seed: int, out: Path,
     with Progress(disable=not progress, transient=True) as bar:
         job = bar.add_task(f"rendering {task}/{split}", total=minutes * 60)
         while total < minutes * 60:
-            score, dur, a = GENERATORS[task](rng, kits=len(fonts) - 1)
+            score, dur, a = GENERATORS[task](rng, kits=len(kits))
+            if len(gm) > 1:
+                score.use_bank(int(rng.integers(len(gm))), len(gm))
             audio = realism(rng, renderer.render(score, dur))
             name = f"{task}_{split}_{len(items):05d}"
             write_item(task, out, name, audio, a)
-            items.append({"name": name, "duration": dur})
+            used = sorted({fonts[f].name for f, _ in score.programs.values()})
+            items.append({"name": name, "duration": dur, "soundfonts": used})
             hist.update(a["labels"] if task != "onset" else ["onset"] * len(a["onsets"]))
             total += dur
             bar.update(job, advance=dur)

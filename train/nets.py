@@ -57,7 +57,10 @@ def task_config(task: str, width: float = 1.0) -> NetConfig:
     w = lambda c: max(4, int(round(c * width)))  # noqa: E731
     f = n_features(task)
     if task == "pitch":  # harmonic-stacked salience CNN on the 20-cent log-frequency axis
-        return NetConfig(f, PITCH_BINS + 1, conv2d=[(w(32), 7, 3, 1), (w(32), 5, 3, 1), (w(16), 3, 1, 1)],
+        # Deep-salience layout (Bittner et al.): small time-frequency kernels, then a kernel spanning
+        # an octave (61 bins) that weighs the harmonic evidence against its octave neighbours
+        return NetConfig(f, PITCH_BINS + 1, conv2d=[(w(32), 5, 3, 1), (w(32), 5, 3, 1), (w(16), 3, 1, 1),
+                                                   (w(8), 61, 1, 1)],
                          shifts=harmonic_shifts(FEATURE_SPECS[task]["bins_per_octave"]), out_bins=PITCH_BINS,
                          lookahead=2)
     if task == "onset":  # Schlüter & Böck onset CNN

@@ -20,13 +20,27 @@ BEND_RANGE = 2  # semitones, set through RPN 0 on every channel
 DRUM_CHANNEL = 9
 
 
+# General MIDI banks for train/valid: FluidR3_GM (required) and, when installed, MuseScore General
+# (musescore-general-soundfont-small) and the csound GM bank (csound-soundfont). Each item draws one,
+# so the models hear several recordings of every instrument. The test split keeps TimGM6mb alone.
+TRAIN_GM_POOL = (Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"), Path("/usr/share/sounds/sf3/MuseScore_General.sf3"),
+                 Path("/usr/share/sounds/sf2/sf_GMbank.sf2"))
+
+
 def default_soundfont(split: str) -> Path:
     """FluidR3_GM for train/valid, pretty_midi's TimGM6mb for test (cross-soundfont)."""
     if split == "test":
         import pretty_midi
 
         return Path(os.path.dirname(pretty_midi.__file__)) / "TimGM6mb.sf2"
-    return Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+    return TRAIN_GM_POOL[0]
+
+
+def gm_soundfonts(split: str) -> list[Path]:
+    """The General MIDI banks a split draws from: the default one plus the installed pool (train/valid)."""
+    if split == "test":
+        return [default_soundfont(split)]
+    return [TRAIN_GM_POOL[0]] + [p for p in TRAIN_GM_POOL[1:] if p.exists()]
 
 
 def extra_drum_kits(split: str) -> list[Path]:
@@ -61,6 +75,10 @@ class Score:
     def program(self, chan: int, program: int, font: int = 0) -> None:
         self.programs[chan] = (font, program)
 
+    def use_bank(self, bank: int, n_gm: int) -> None:
+        """Play font 0 (the "General MIDI bank") from GM bank ``bank``; drum kits 1.. follow the ``n_gm`` banks."""
+        self.programs = {c: (bank if f == 0 else n_gm - 1 + f, p) for c, (f, p) in self.programs.items()}
+
     def add(self, t: float, kind: str, chan: int, a: int = 0, b: int = 0) -> None:
         self.events.append(Event(max(0.0, t), self._ORDER[kind], kind, chan, a, b))
 
@@ -72,9 +90,11 @@ class Score:
 class Renderer:
     """Holds loaded SoundFonts; renders a Score to mono float32 at 16 kHz."""
 
-    def __init__(self, soundfonts: list[Path]) -> None:
+    def __init__(self, soundfonts: list[Path], n_gm: int = 1) -> None:
+        """``soundfonts``: ``n_gm`` General MIDI banks first, then single-kit drum SoundFonts."""
         import fluidsynth
 
+        self.n_gm = n_gm
         self.paths = [Path(p) for p in soundfonts]
         for p in self.paths:
             if not p.is_file():
@@ -100,8 +120,8 @@ class Renderer:
             s.cc(chan, 38, 0)
             s.pitch_bend(chan, 0)
         for chan, (font, prog) in score.programs.items():
-            bank = 128 if chan == DRUM_CHANNEL and font == 0 else 0
-            if chan == DRUM_CHANNEL and font > 0:
+            bank = 128 if chan == DRUM_CHANNEL and font < self.n_gm else 0
+            if chan == DRUM_CHANNEL and font >= self.n_gm:
                 prog = 0  # single-kit drum SoundFonts hold one preset at bank 0
             if s.program_select(chan, self.ids[font], bank, prog) != 0 and chan == DRUM_CHANNEL:
                 s.program_select(chan, self.ids[font], bank, 0)
