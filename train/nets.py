@@ -57,10 +57,7 @@ def task_config(task: str, width: float = 1.0) -> NetConfig:
     w = lambda c: max(4, int(round(c * width)))  # noqa: E731
     f = n_features(task)
     if task == "pitch":  # harmonic-stacked salience CNN on the 20-cent log-frequency axis
-        # Deep-salience layout (Bittner et al.): small time-frequency kernels, then a kernel spanning
-        # an octave (61 bins) that weighs the harmonic evidence against its octave neighbours
-        return NetConfig(f, PITCH_BINS + 1, conv2d=[(w(32), 5, 3, 1), (w(32), 5, 3, 1), (w(16), 3, 1, 1),
-                                                   (w(8), 61, 1, 1)],
+        return NetConfig(f, PITCH_BINS + 1, conv2d=[(w(32), 7, 3, 1), (w(32), 5, 3, 1), (w(16), 3, 1, 1)],
                          shifts=harmonic_shifts(FEATURE_SPECS[task]["bins_per_octave"]), out_bins=PITCH_BINS,
                          lookahead=2)
     if task == "onset":  # Schlüter & Böck onset CNN
@@ -76,6 +73,9 @@ def task_config(task: str, width: float = 1.0) -> NetConfig:
         return NetConfig(f, len(FAMILIES), conv2d=[(w(16), 3, 3, 2), (w(32), 3, 3, 2)], conv1d=[(w(256), 5)],
                          gru=w(96), dense=[w(128)], lookahead=4)
     raise ValueError(task)
+
+
+SALIENCE_PRIOR_LOGIT = -4.7  # log(p / (1 - p)) for p = 25 * sqrt(2 pi) / 20 / 360
 
 
 class NoRecurrence(nn.Module):
@@ -143,6 +143,9 @@ class FrameNet(nn.Module):
             assert not cfg.conv1d and not cfg.dense and not cfg.gru, "salience nets are 2-D only"
             assert cfg.n_out == cfg.out_bins + 1
             self.head: nn.Module = nn.Conv2d(ch, 1, 1)
+            # start at the prior of a salience bin (~3 of 360 bins lit per voiced frame): with a zero bias,
+            # Adam spends thousands of steps walking it to -5 before the peak can emerge
+            nn.init.constant_(self.head.bias, SALIENCE_PRIOR_LOGIT)
         else:
             self.head = nn.Linear(n, cfg.n_out)
 

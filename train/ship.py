@@ -2,7 +2,8 @@
 within 1 point of its dense parent (else say so and take, under 500 KB, the smallest trimmed one within
 1 point of the best trimmed one), copy it
 into ``edgemir/models/``, score dense and shipped on ``shared/dev-real`` through the engine, and write
-``docs/results.md``. Every number comes from a card or is measured here."""
+``docs/results.md``. Tasks not named keep their shipped bundle and their row from ``SHIPPED.json``.
+Every number comes from a card or is measured here."""
 
 from __future__ import annotations
 
@@ -52,6 +53,12 @@ def analyzed_scores(task: str, bundle: Path, folder: Path) -> dict | None:
             return {"error": str(e)}
 
 
+def _train_banks(folder: Path) -> list[str]:
+    """The SoundFonts a training split was rendered with (its manifest)."""
+    m = folder / "manifest.json"
+    return json.loads(m.read_text()).get("soundfonts", []) if m.is_file() else []
+
+
 def ship_command(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -70,11 +77,17 @@ def ship_command(args) -> None:
         # the card's test score was measured by the trainer through the engine; check that what
         # `edgemir analyze` writes for the same split scores the same
         analyzed = analyzed_scores(task, dst, Path(args.data_root) / task / "test")
-        rows.append({"analyze_test": analyzed,
+        rows.append({"analyze_test": analyzed, "train_soundfonts": _train_banks(Path(args.data_root) / task / "train"),
                      "task": task, "run": str(run_dir), "settings": run["settings"], "dense": dense, "shipped": chosen,
                      "within_1pt": met, "removed_90": chosen["fraction_removed"] >= 0.9,
                      "dev_real_dense": analyzed_scores(task, dense_path, Path(args.dev_real) / task),
                      "dev_real_shipped": analyzed_scores(task, dst, Path(args.dev_real) / task)})
+    shipped = out / "SHIPPED.json"
+    named = {r["task"] for r in rows}
+    if shipped.is_file():  # keep the rows of tasks not re-shipped now (their bundles stay as they are)
+        kept = json.loads(shipped.read_text())
+        rows += [r for r in kept if r["task"] not in named and (out / f"{r['task']}.ts").is_file()]
+    rows.sort(key=lambda r: r["task"])
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).write_text(results_markdown(rows))
     (out / "SHIPPED.json").write_text(json.dumps(rows, indent=1, default=str))
@@ -89,7 +102,7 @@ def _fmt_dev(d: dict | None, task: str) -> str:
 
 def results_markdown(rows: list[dict]) -> str:
     L = ["# Results: dense vs shipped bundles", "",
-         "Scores: cross-soundfont test split (rendered with TimGM6mb; training used FluidR3_GM and real drum kits) "
+         "Scores: cross-soundfont test split (rendered with TimGM6mb; training banks per task below) "
          "and `shared/dev-real` (real recordings; pitch, onset and instrument only). Latency: one hop "
          "(features + network on its receptive field), single thread, p50, measured at export on the training "
          "machine (2 cores, x86_64). All figures come from the bundle cards or were measured by `python -m train ship`.",
@@ -111,6 +124,10 @@ def results_markdown(rows: list[dict]) -> str:
                      f"{row['bytes'] / 1024:.0f} | {row['flops_per_second'] / 1e6:.1f} | {row['latency_ms_p50']:.3f} | "
                      f"{row['test']:.3f} | {_fmt_dev(r['analyze_test'], t) if name == 'shipped' else ''} | "
                      f"{_fmt_dev(dev, t)} | {target} |")
+    L += ["", "## Training data", ""]
+    for r in rows:  # rows shipped before generator 2 carry no list: they were trained on FluidR3_GM (+ drum kits)
+        banks = r.get("train_soundfonts") or ["FluidR3_GM.sf2 (+ Black_Pearl_4_LV2, Red_Zeppelin_4_LV2 for drums)"]
+        L.append(f"- {r['task']}: {', '.join(banks)}")
     L += ["", "## Commands", "", "```"]
     for r in rows:
         s = r["settings"]
