@@ -38,3 +38,20 @@ def test_every_task_has_a_valid_recipe(task):
 def test_unknown_recipe_is_a_user_error():
     with pytest.raises(UserError):
         load_recipe("tuba")
+
+
+def _round(k, removed, test, kb=100):
+    return {"round": k, "fraction_removed": removed, "params": int(1000 * (1 - removed)), "test": test,
+            "bytes": kb * 1024}
+
+
+def test_ship_picks_the_smallest_bundle_within_one_point_else_says_missed():
+    from train.ship import pick
+
+    run = {"rounds": [_round(0, 0.0, 0.80, 900), _round(1, 0.5, 0.805), _round(2, 0.75, 0.795), _round(3, 0.9, 0.70)]}
+    dense, chosen, met = pick(run)
+    assert dense["round"] == 0 and chosen["round"] == 2 and met  # 0.795 is within 1 pt, 0.70 is not
+    for r, t in zip(run["rounds"][1:], (0.76, 0.78, 0.775)):
+        r["test"] = t
+    dense, chosen, met = pick(run)
+    assert not met and chosen["round"] == 3  # none within 1 pt of dense: the smallest within 1 pt of the best

@@ -126,7 +126,7 @@ def results_markdown(rows: list[dict]) -> str:
                      f"{_fmt_dev(dev, t)} | {target} |")
     L += ["", "## Training data", ""]
     for r in rows:  # rows shipped before generator 2 carry no list: they were trained on FluidR3_GM (+ drum kits)
-        banks = r.get("train_soundfonts") or ["FluidR3_GM.sf2 (+ Black_Pearl_4_LV2, Red_Zeppelin_4_LV2 for drums)"]
+        banks = r.get("train_soundfonts") or ["FluidR3_GM.sf2 (generator 1)"]
         L.append(f"- {r['task']}: {', '.join(banks)}")
     L += ["", "## Commands", "", "```"]
     for r in rows:
