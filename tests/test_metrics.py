@@ -6,8 +6,10 @@ import shutil
 import sys
 
 import numpy as np
+import pytest
 from conftest import run_cli
 
+from edgemir.errors import UserError
 from train import annotations as ann
 from train import metrics
 
@@ -70,3 +72,18 @@ def test_drums_per_class_and_instrument_accuracy():
     per = {"a": {"ref": "brass", "est": "brass"}, "b": {"ref": "reed", "est": "brass"}}
     agg = metrics.aggregate("instrument", per)
     assert agg["accuracy"] == 0.5 and 0 < agg["macro_f1"] < 1
+
+
+def test_an_unknown_instrument_estimate_is_a_wrong_answer_not_an_error(tmp_path):
+    ref, est = tmp_path / "ref", tmp_path / "est"
+    ref.mkdir()
+    est.mkdir()
+    for name, fam, guess in (("a", "flute", "unknown"), ("b", "reed", "reed")):
+        (ref / f"{name}.wav").write_bytes(b"")
+        (ref / f"{name}.label").write_text(fam + "\n")
+        (est / f"{name}.label").write_text(guess + "\n")
+    s = metrics.evaluate_folders("instrument", ref, est)["summary"]
+    assert s["accuracy"] == 0.5
+    (est / "b.label").write_text("kazoo\n")  # anything else outside the vocabulary is still refused
+    with pytest.raises(UserError):
+        metrics.evaluate_folders("instrument", ref, est)
