@@ -233,8 +233,8 @@ def bound_heap(threshold: int = 128 * 1024) -> bool:
 
     glibc raises the threshold each time a large mmapped block is freed, after which the engine's
     per-block activations (a few hundred KB for the pitch salience layers) come from the heap and
-    fragment it: an hour-long soak grew 65 MB by trend, against 1.6 MB with a fixed threshold (at the
-    cost of ~1.5x more wall time per hour of audio). No-op outside glibc."""
+    fragment it: an hour-long soak grew 65 MB by trend, against 1.0 MB with a fixed threshold (at the
+    cost of ~1.3x more wall time per hour of audio). No-op outside glibc."""
     import ctypes
     import ctypes.util
 

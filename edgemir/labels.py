@@ -17,6 +17,7 @@ FAMILIES: tuple[str, ...] = (
     "bass", "brass", "flute", "guitar", "keyboard", "mallet",
     "organ", "reed", "string", "synth_lead", "vocal",
 )
+NO_FAMILY = "unknown"  # the instrument answer for a file with no sound the engine could name
 
 DRUM_CLASSES: tuple[str, ...] = ("kick", "snare", "hihat")
 

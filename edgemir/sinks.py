@@ -11,6 +11,7 @@ import numpy as np
 from edgemir import formats as fmt
 from edgemir.decoders import Event
 from edgemir.errors import UserError
+from edgemir.labels import NO_FAMILY
 
 
 def event_dict(e: Event, latency_ms: float | None) -> dict:
@@ -132,7 +133,7 @@ class AnalysisWriter:
         if "instrument" in self.tasks:
             whole, windows = summary.get("instrument", (None, []))
             with self._open(".label") as f:
-                f.write((whole or "unknown") + "\n")
+                f.write((whole or NO_FAMILY) + "\n")
             if self.duration > long_file_s:
                 with self._open(".instrument.lab") as f:
                     f.write("".join(fmt.lab_line(a, min(b, self.duration), fam) for a, b, fam in windows))

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemir.errors import UserError
-from edgemir.labels import DRUM_CLASSES, FAMILIES
+from edgemir.labels import DRUM_CLASSES, FAMILIES, NO_FAMILY
 from train import annotations as ann
 
 WINDOW = 0.05  # onset and drum tolerance, seconds
@@ -113,8 +113,8 @@ def read_estimate(task: str, path: Path):
             return max(tot, key=tot.get)
     if not path.exists():
         raise UserError(f"{path}: estimate missing")
-    if task == "instrument" and path.read_text().strip() == "unknown":
-        return "unknown"  # the engine heard no sound it could name: scored as a wrong answer, not an error
+    if task == "instrument" and path.read_text().strip() == NO_FAMILY:
+        return NO_FAMILY  # the engine heard no sound it could name: scored as a wrong answer, not an error
     return ann.read_annotation(task, path)
 
 
