@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import run_cli
 
 FAST = ["--epochs", "1", "--steps", "2", "--batch", "4"]
@@ -58,6 +59,9 @@ def test_three_round_lottery_writes_loadable_bundles(mode, tiny_data, tmp_path):
     cards = _load_without_train(bundles)
     params = [c[1] for c in cards]
     nonzero = [c[2] for c in cards]
+    st = torch.load(out / "state.pt", weights_only=True)  # the next round must rewind to epoch-1 weights,
+    moved = [k for k, v in st["rewind"].items() if v.is_floating_point() and not torch.equal(v, st["net"][k])]
+    assert len(moved) > len(st["net"]) // 2  # not to the weights this round trained
     if mode == "trim":
         assert params[0] > params[1] > params[2] > params[3]
         assert rounds[3]["bytes"] < rounds[0]["bytes"]

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--criterion", choices=["magnitude", "batchnorm", "activation", "information"],
                     default="magnitude")
     lt.add_argument("--scope", choices=["global", "local"], default="global")
-    lt.add_argument("--reset", choices=["rewind", "reinit"], default="rewind")
+    lt.add_argument("--reset", choices=["rewind", "reinit", "finetune"], default="rewind")
     lt.add_argument("--rounds", type=int, default=10)
     lt.add_argument("--rate", type=float, default=0.2)
     lt.add_argument("--rewind-epoch", type=int, default=1)

@@ -1,6 +1,8 @@
 """Lottery tickets with late rewinding: train dense, then per round rank, remove ``rate`` of what
 remains (whole units for ``trim``, single weights for ``mask``), rewind survivors to their epoch-k
-values (or re-initialise them), retrain, evaluate and export a bundle. Resumable per round."""
+values (or re-initialise them, or keep their trained values: ``finetune``, the classic
+prune-then-fine-tune control of Renda et al. 2020), retrain, evaluate and export a bundle.
+Resumable per round."""
 
 from __future__ import annotations
 
@@ -134,11 +136,20 @@ class LotteryRun:
                 removal = plan(trained, importance(trained, a.criterion, calib, a.task), a.rate, a.scope)
                 rew = _net_from(st["rewind_cfg"], st["rewind"])
                 apply_plan(rew, removal)
-                st["rewind"], st["rewind_cfg"] = rew.state_dict(), copy.deepcopy(rew.cfg_dict)
-                net = rew if a.reset == "rewind" else _net_from(rew.cfg_dict)
+                # a copy: training ``net`` below must not move the epoch-k weights kept for the next round
+                st["rewind"], st["rewind_cfg"] = copy.deepcopy(rew.state_dict()), copy.deepcopy(rew.cfg_dict)
+                if a.reset == "rewind":
+                    net = rew
+                elif a.reset == "reinit":
+                    net = _net_from(rew.cfg_dict)
+                else:  # finetune: keep training the trimmed survivors from where the last round ended
+                    net = trained
+                    apply_plan(net, removal)
             else:
                 masks = update_masks(trained, st["masks"], a.rate)
-                net = _net_from(st["rewind_cfg"], st["rewind"] if a.reset == "rewind" else None)
+                start = {"rewind": (st["rewind_cfg"], st["rewind"]), "reinit": (st["rewind_cfg"], None),
+                         "finetune": (st["cfg"], st["net"])}[a.reset]
+                net = _net_from(*start)
                 apply_masks(net, masks)
             net, info = train_epochs(a.task, net, b, data["valid"], a.epochs, a.lr, a.batch, masks=masks,
                                      label=f"{self.name} round {rnd}", steps=a.steps)

@@ -129,7 +129,7 @@ def sweep_command(args) -> int:
     tasks = _csv(args.tasks, TASKS)
     jobs = sweep_jobs(tasks, _csv(args.modes, ("trim", "mask")),
                       _csv(args.criteria, ("magnitude", "batchnorm", "activation", "information")),
-                      _csv(args.scopes, ("global", "local")), _csv(args.resets, ("rewind", "reinit")),
+                      _csv(args.scopes, ("global", "local")), _csv(args.resets, ("rewind", "reinit", "finetune")),
                       [int(s) for s in _csv(args.seeds)],
                       {"rounds": args.rounds, "rate": args.rate, "epochs": args.epochs, "steps": args.steps,
                        "width": args.width, "rewind_epoch": args.rewind_epoch, "limit": args.limit})
