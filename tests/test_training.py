@@ -80,3 +80,21 @@ def test_report_writes_table_and_figures(tiny_data, tmp_path):
     assert r.returncode == 0, r.stderr.decode()
     assert "| trim information global rewind" in (tmp_path / "rep" / "report.md").read_text()
     assert (tmp_path / "rep" / "score_vs_params.png").stat().st_size > 1000
+
+
+def test_amend_card_relabels_but_keeps_weights_and_measured_figures(tmp_path):
+    from edgemir.bundle import find_bundles, load_bundle
+
+    src = find_bundles(None, ["chord"])["chord"]
+    path = tmp_path / "chord.ts"
+    path.write_bytes(src.read_bytes())
+    before = load_bundle(path).card
+    cmd = [sys.executable, "-m", "train", "amend-card", str(path), "--reason", "test"]
+    r = run_cli(cmd + ["--set", "reset=finetune"])
+    assert r.returncode == 0, r.stderr.decode()
+    after = load_bundle(path).card  # the sha256 of the weights still checks
+    assert after["reset"] == "finetune" and after["amendments"][-1]["old"] == {"reset": before["reset"]}
+    assert after["bytes"] == path.stat().st_size and after["weights_sha256"] == before["weights_sha256"]
+    r = run_cli(cmd + ["--set", "params=1"])
+    assert r.returncode != 0 and b"measured" in r.stderr and b"Traceback" not in r.stderr
+    assert load_bundle(path).card["params"] == before["params"]

@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
         sp.add_argument("--dry-run", action="store_true", help="print the command lines only")
 
+    am = sub.add_parser("amend-card", help="correct descriptive card fields of written bundles (not measured ones)")
+    am.add_argument("bundles", nargs="+", type=Path)
+    am.add_argument("--set", dest="changes", action="append", required=True, metavar="KEY=VALUE")
+    am.add_argument("--reason", required=True)
+
     r = sub.add_parser("report", help="table and figures from lottery runs")
     r.add_argument("runs", nargs="+", type=Path)
     r.add_argument("--out", type=Path, required=True)
@@ -146,6 +151,15 @@ def main(argv: list[str] | None = None) -> int:
             from train import sweep
 
             return (sweep.sweep_command if args.cmd == "sweep" else sweep.reproduce_command)(args)
+        elif args.cmd == "amend-card":
+            from train.export import amend_card
+
+            pairs = [c.partition("=") for c in args.changes]
+            if any(not k or not eq for k, eq, _ in pairs):
+                raise UserError("--set takes KEY=VALUE")
+            for b in args.bundles:
+                amend_card(b, {k: v for k, _, v in pairs}, args.reason)
+                print(f"amended {b}")
         elif args.cmd == "report":
             from train.report import report_command
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -11,7 +12,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from edgemir.bundle import TaskModel, activation_for, save_bundle
+from edgemir.bundle import CARD_NAME, TaskModel, activation_for, load_bundle, save_bundle
+from edgemir.errors import UserError
 from edgemir.frontend import FEATURE_SPECS, N_BINS, FeatureBank, bank_for
 from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES, FRAME_RATE, HOP, SAMPLE_RATE
 from train.nets import FrameNet
@@ -86,6 +88,37 @@ def export(task: str, net: FrameNet, path: Path, info: dict, decoder: dict | Non
     save_bundle(model, card, path)
     card["bytes"] = os.path.getsize(path)  # the final size (card grew by a few bytes)
     save_bundle(model, card, path)
+    return card
+
+
+# figures a card reports as measured: an amendment may not touch them
+MEASURED = ("task", "labels", "sample_rate", "hop", "features", "receptive_field", "lookahead", "architecture",
+            "params", "nonzero_params", "flops_per_second", "bytes", "latency_ms_per_hop", "scores",
+            "fraction_removed", "dense_params", "round", "format_version", "frontend", "weights_sha256", "decoder")
+
+
+def amend_card(path: Path, changes: dict[str, str], reason: str) -> dict:
+    """Correct descriptive fields of a written bundle's card (e.g. a mislabelled ``reset``).
+
+    The weights are untouched (their sha256 still checks); the file's bytes are re-measured; the
+    card keeps a list of its amendments with the reason and the old values."""
+    bad = sorted(set(changes) & set(MEASURED))
+    if bad:
+        raise UserError(f"{path}: {', '.join(bad)} are measured figures; re-export instead of amending")
+    b = load_bundle(path)
+    card = dict(b.card)
+    card.setdefault("amendments", []).append(
+        {"reason": reason, "old": {k: card.get(k) for k in changes}, "new": dict(changes)})
+    card.update(changes)
+    tmp = Path(path).with_suffix(".amend.tmp")
+    for _ in range(3):  # the card holds the file's size, which depends on the card: settle it
+        torch.jit.save(b.module, str(tmp), _extra_files={CARD_NAME: json.dumps(card, indent=1)})
+        card["bytes"] = os.path.getsize(tmp)
+    torch.jit.save(b.module, str(tmp), _extra_files={CARD_NAME: json.dumps(card, indent=1)})
+    if os.path.getsize(tmp) != card["bytes"]:
+        tmp.unlink()
+        raise UserError(f"{path}: could not settle the amended card's size")
+    tmp.replace(path)
     return card
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -59,6 +60,16 @@ def _train_banks(folder: Path) -> list[str]:
     return json.loads(m.read_text()).get("soundfonts", []) if m.is_file() else []
 
 
+def _git_head() -> str:
+    """The trainer's commit (the command lines in results.md reproduce the bundles at this commit)."""
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                           cwd=Path(__file__).parent, timeout=10)
+        return r.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def ship_command(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,7 +88,8 @@ def ship_command(args) -> None:
         # the card's test score was measured by the trainer through the engine; check that what
         # `edgemir analyze` writes for the same split scores the same
         analyzed = analyzed_scores(task, dst, Path(args.data_root) / task / "test")
-        rows.append({"analyze_test": analyzed, "train_soundfonts": _train_banks(Path(args.data_root) / task / "train"),
+        banks = _train_banks(Path(args.data_root) / task / "train")
+        rows.append({"commit": _git_head(), "analyze_test": analyzed, "train_soundfonts": banks,
                      "task": task, "run": str(run_dir), "settings": run["settings"], "dense": dense, "shipped": chosen,
                      "within_1pt": met, "removed_90": chosen["fraction_removed"] >= 0.9,
                      "dev_real_dense": analyzed_scores(task, dense_path, Path(args.dev_real) / task),
@@ -128,9 +140,16 @@ def results_markdown(rows: list[dict]) -> str:
     for r in rows:  # rows shipped before generator 2 carry no list: they were trained on FluidR3_GM (+ drum kits)
         banks = r.get("train_soundfonts") or ["FluidR3_GM.sf2 (generator 1)"]
         L.append(f"- {r['task']}: {', '.join(banks)}")
-    L += ["", "## Commands", "", "```"]
+    notes: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("note"):
+            notes.setdefault(r["note"], []).append(r["task"])
+    if notes:
+        L += ["", "## Notes", "", *(f"- {', '.join(tasks)}: {note}" for note, tasks in notes.items())]
+    L += ["", "## Commands", "", "Each run at the trainer commit shown.", "", "```"]
     for r in rows:
         s = r["settings"]
+        L.append(f"# {r['task']}: commit {r.get('commit', 'unknown')}")
         L.append(f"python -m train lottery --task {s['task']} --data data/{s['task']} --out {r['run']} --mode {s['mode']} "
                  f"--criterion {s['criterion']} --scope {s['scope']} --reset {s['reset']} --rounds {s['rounds']} "
                  f"--rate {s['rate']} --rewind-epoch {s['rewind_epoch']} --epochs {s['epochs']} --steps {s['steps']} "
