@@ -98,3 +98,19 @@ def test_amend_card_relabels_but_keeps_weights_and_measured_figures(tmp_path):
     r = run_cli(cmd + ["--set", "params=1"])
     assert r.returncode != 0 and b"measured" in r.stderr and b"Traceback" not in r.stderr
     assert load_bundle(path).card["params"] == before["params"]
+
+
+def test_lottery_starts_from_a_fit_run(tiny_data, tmp_path):
+    data = str(tiny_data("onset"))
+    fit = [sys.executable, "-m", "train", "fit", "--task", "onset", "--data", data, "--out", str(tmp_path / "fit"),
+           "--width", "0.25", *FAST]
+    assert run_cli(fit).returncode == 0
+    lot = [sys.executable, "-m", "train", "lottery", "--task", "onset", "--data", data, "--rounds", "1",
+           "--init-from", str(tmp_path / "fit"), "--criterion", "batchnorm", *FAST]
+    r = run_cli(lot + ["--out", str(tmp_path / "bad"), "--width", "0.5"])
+    assert r.returncode != 0 and b"width" in r.stderr and b"Traceback" not in r.stderr
+    r = run_cli(lot + ["--out", str(tmp_path / "lt"), "--width", "0.25"])
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    rounds = json.loads((tmp_path / "lt" / "rounds.json").read_text())["rounds"]
+    fitted = json.loads((tmp_path / "fit" / "metrics.json").read_text())
+    assert rounds[0]["test"] == fitted["test"]["f"] and rounds[1]["params"] < rounds[0]["params"]

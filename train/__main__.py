@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--lr", type=float, default=1e-3)
     lt.add_argument("--seed", type=int, default=0)
     lt.add_argument("--width", type=float, default=1.0)
+    lt.add_argument("--init-from", type=Path, help="a finished `train fit` run to use as round 0 (same settings)")
 
     for sp in (f, lt):
         sp.add_argument("--steps", type=int, default=150, help="batches per epoch")

@@ -234,7 +234,8 @@ def fit_command(args) -> None:
     card = export(args.task, net, out / f"{args.task}-dense.ts",
                   {"scores": {"test": test_summary, "valid": valid_summary}, "round": 0, "fraction_removed": 0.0,
                    "mode": "dense", "seed": args.seed, "train_seconds": round(train_s, 1)}, decoder=kw)
-    res = {"task": args.task, "params": card["params"], "flops_per_second": card["flops_per_second"],
+    settings = {k: getattr(args, k) for k in ("task", "epochs", "steps", "batch", "lr", "seed", "width")}
+    res = {"task": args.task, "settings": settings, "params": card["params"], "flops_per_second": card["flops_per_second"],
            "valid": valid_summary, "test": test_summary, "decoder": kw, "best_epoch": info["best_epoch"],
            "history": info["history"], "train_seconds": round(train_s, 1), "bytes": card["bytes"]}
     (out / "metrics.json").write_text(json.dumps(res, indent=1, default=str))

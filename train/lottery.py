@@ -99,6 +99,24 @@ class LotteryRun:
         console.log(f"{self.name} round {rnd}: {params} params ({nonzero} non-zero), removed "
                     f"{row['fraction_removed']:.1%}, test {metrics.HEADLINE[task]} {row['test']:.3f}")
 
+    def dense_from_fit(self, run: Path) -> tuple[FrameNet, dict, dict]:
+        """Round 0 from a finished ``train fit`` run (its best weights and its epoch-k checkpoint)
+        instead of training the same dense model again; its settings must match this run's."""
+        a = self.a
+        try:
+            m = json.loads((run / "metrics.json").read_text())
+            best = torch.load(run / "best.pt", weights_only=True)
+            rewind = torch.load(run / "ckpt" / f"epoch{a.rewind_epoch:03d}.pt", weights_only=True)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise UserError(f"{run}: not a finished fit run with an epoch-{a.rewind_epoch} checkpoint ({e})") from None
+        fit = m.get("settings", {})
+        diff = [k for k in ("task", "epochs", "steps", "batch", "lr", "seed", "width") if fit.get(k) != getattr(a, k)]
+        if diff:
+            raise UserError(f"{run}: fit settings differ from this run's in {', '.join(diff)}")
+        net = build(a.task, a.width)
+        net.load_state_dict(best)
+        return net, rewind, {"best_epoch": m.get("best_epoch"), "fit_seconds": float(m.get("train_seconds", 0))}
+
     # -- the loop ----------------------------------------------------------------------------
     def go(self) -> None:
         a = self.a
@@ -108,12 +126,16 @@ class LotteryRun:
         st = self.load()
         if st is None:
             t0 = time.time()
-            net = build(a.task, a.width)
-            init = copy.deepcopy(net.state_dict())
-            b = Batcher(a.task, data["train"], net.receptive_field, net.lookahead, seed=a.seed)
-            net, info = train_epochs(a.task, net, b, data["valid"], a.epochs, a.lr, a.batch,
-                                     keep_epochs=(a.rewind_epoch,), label=f"{self.name} dense", steps=a.steps)
-            rewind = info["saved"].get(a.rewind_epoch, init if a.rewind_epoch == 0 else net.state_dict())
+            if getattr(a, "init_from", None):
+                net, rewind, info = self.dense_from_fit(Path(a.init_from))
+                t0 -= info["fit_seconds"]  # the card's training time counts the fit
+            else:
+                net = build(a.task, a.width)
+                init = copy.deepcopy(net.state_dict())
+                b = Batcher(a.task, data["train"], net.receptive_field, net.lookahead, seed=a.seed)
+                net, info = train_epochs(a.task, net, b, data["valid"], a.epochs, a.lr, a.batch,
+                                         keep_epochs=(a.rewind_epoch,), label=f"{self.name} dense", steps=a.steps)
+                rewind = info["saved"].get(a.rewind_epoch, init if a.rewind_epoch == 0 else net.state_dict())
             st = {"settings": self.settings(), "round": 0, "cfg": copy.deepcopy(net.cfg_dict),
                   "net": net.state_dict(), "rewind": rewind, "rewind_cfg": copy.deepcopy(net.cfg_dict),
                   "masks": None, "dense_params": None, "results": []}
