@@ -48,7 +48,12 @@ def n_features(task: str) -> int:
     return s["n_mels"] if s["kind"] == "mel" else s["n_bins"]
 
 
-def harmonic_shifts(bins_per_octave: int, harmonics=(0.5, 1, 2, 3, 4, 5)) -> list[int]:
+# HCQT harmonics (Bittner et al. 2017) plus the sub-harmonics 1/3 and 2/3: a candidate at 3 f0 then sees
+# the energy at f0 and 2 f0 that marks it as a harmonic (the 3rd harmonic was the commonest error)
+PITCH_HARMONICS = (1 / 3, 0.5, 2 / 3, 1, 2, 3, 4, 5)
+
+
+def harmonic_shifts(bins_per_octave: int, harmonics=PITCH_HARMONICS) -> list[int]:
     return [int(round(bins_per_octave * math.log2(h))) for h in harmonics]
 
 
