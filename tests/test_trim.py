@@ -138,3 +138,14 @@ def test_masks_remove_the_rate_of_remaining_weights():
     masks = update_masks(net, masks, 0.2)
     kept = sum(float(m.sum()) for m in masks.values())
     assert abs(kept / tot - 0.64) < 0.02
+
+
+def test_salience_output_stage_is_never_trimmed():
+    net = build("pitch", width=0.5)
+    last = net.conv2d[-1].out_channels
+    before = sum(p.numel() for p in net.parameters())
+    for crit in ("batchnorm", "magnitude", "batchnorm"):
+        for g, idx in plan(net, importance(net, crit), 0.6, "global").items():
+            remove_units(net, g, idx)
+    assert net.conv2d[-1].out_channels == last
+    assert sum(p.numel() for p in net.parameters()) < 0.3 * before

@@ -39,6 +39,17 @@ def groups(net: FrameNet) -> list[Group]:
     return out
 
 
+def trimmable(net: FrameNet) -> list[Group]:
+    """The groups a plan may shrink. A salience net's last conv layer is part of its output stage:
+    the 1x1 head weighs its units with both signs and the voicing is the maximum over bins, so
+    removing the few positive-weight units left only suppressors and the voicing could not recover
+    (pitch round 2: loss stuck at 1.4, RPA 0.02, twice); like the output layer, it is kept whole."""
+    gs = groups(net)
+    if net.salience:
+        gs.remove(Group("conv2d", len(net.conv2d) - 1))
+    return gs
+
+
 def width(net: FrameNet, g: Group) -> int:
     if g.kind == "gru":
         return net.rnn.gru.hidden_size
@@ -224,8 +235,8 @@ def frame_classes(task: str, target: torch.Tensor) -> np.ndarray:
 
 def importance(net: FrameNet, criterion: str, calib: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
                task: str = "") -> dict[Group, np.ndarray]:
-    """Per-unit scores (higher = keep) for every group."""
-    gs = groups(net)
+    """Per-unit scores (higher = keep) for every trimmable group."""
+    gs = trimmable(net)
     if criterion == "magnitude":
         return {g: _unit_weights(net, g).detach().numpy() for g in gs}
     if criterion == "batchnorm":  # |gamma|; a GRU has no BN, its units fall back to magnitude
