@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -23,6 +24,18 @@ from train.nets import FrameNet, NetConfig, build, count_params
 from train.trim import apply_plan, importance, plan, update_masks
 
 console = Console(stderr=True)
+
+
+def git_head() -> str:
+    """The trainer's commit, recorded per round (a run may resume under a newer commit)."""
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                           cwd=Path(__file__).parent, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).parent, timeout=10).stdout.strip()
+        return (r.stdout.strip() + ("+changes" if dirty else "")) or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def _net_from(cfg: dict, state: dict | None = None) -> FrameNet:
@@ -94,7 +107,7 @@ class LotteryRun:
                "bytes": card["bytes"], "latency_ms_p50": card["latency_ms_per_hop"]["p50"],
                "valid": metrics.HEADLINE[task] and valid[metrics.HEADLINE[task]],
                "test": test[metrics.HEADLINE[task]], "test_all": test, "decoder": kw, "bundle": str(path.name),
-               "best_epoch": train_info.get("best_epoch"), "seconds": info["train_seconds"]}
+               "best_epoch": train_info.get("best_epoch"), "seconds": info["train_seconds"], "commit": git_head()}
         st["results"].append(row)
         console.log(f"{self.name} round {rnd}: {params} params ({nonzero} non-zero), removed "
                     f"{row['fraction_removed']:.1%}, test {metrics.HEADLINE[task]} {row['test']:.3f}")

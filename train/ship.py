@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -60,16 +59,6 @@ def _train_banks(folder: Path) -> list[str]:
     return json.loads(m.read_text()).get("soundfonts", []) if m.is_file() else []
 
 
-def _git_head() -> str:
-    """The trainer's commit (the command lines in results.md reproduce the bundles at this commit)."""
-    try:
-        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                           cwd=Path(__file__).parent, timeout=10)
-        return r.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def ship_command(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,7 +78,7 @@ def ship_command(args) -> None:
         # `edgemir analyze` writes for the same split scores the same
         analyzed = analyzed_scores(task, dst, Path(args.data_root) / task / "test")
         banks = _train_banks(Path(args.data_root) / task / "train")
-        rows.append({"commit": _git_head(), "analyze_test": analyzed, "train_soundfonts": banks,
+        rows.append({"commit": chosen.get("commit", "unknown"), "analyze_test": analyzed, "train_soundfonts": banks,
                      "task": task, "run": str(run_dir), "settings": run["settings"], "dense": dense, "shipped": chosen,
                      "within_1pt": met, "removed_90": chosen["fraction_removed"] >= 0.9,
                      "dev_real_dense": analyzed_scores(task, dense_path, Path(args.dev_real) / task),
@@ -146,7 +135,7 @@ def results_markdown(rows: list[dict]) -> str:
             notes.setdefault(r["note"], []).append(r["task"])
     if notes:
         L += ["", "## Notes", "", *(f"- {', '.join(tasks)}: {note}" for note, tasks in notes.items())]
-    L += ["", "## Commands", "", "Each run at the trainer commit shown.", "", "```"]
+    L += ["", "## Commands", "", "Each run at the commit that trained its shipped round.", "", "```"]
     for r in rows:
         s = r["settings"]
         L.append(f"# {r['task']}: commit {r.get('commit', 'unknown')}")
