@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -81,14 +82,22 @@ def export(task: str, net: FrameNet, path: Path, info: dict, decoder: dict | Non
     card.update(info)
     path = Path(path)
     save_bundle(model, card, path)
-    # measured after writing: the file's bytes and the latency of the saved, reloaded bundle
+    # measured after writing: the latency of the saved, reloaded bundle, then the file's bytes
     loaded = torch.jit.load(str(path))
-    card["bytes"] = os.path.getsize(path)
     card["latency_ms_per_hop"] = hop_latency_ms(loaded, net.receptive_field, model.bank.n_features)
-    save_bundle(model, card, path)
-    card["bytes"] = os.path.getsize(path)  # the final size (card grew by a few bytes)
-    save_bundle(model, card, path)
+    _write_settled(lambda c: save_bundle(model, c, path), card, path)
     return card
+
+
+def _write_settled(write: Callable[[dict], object], card: dict, path: Path) -> None:
+    """Write until the card's ``bytes`` equals the file's size (the size depends on the card)."""
+    for _ in range(4):
+        write(card)
+        size = os.path.getsize(path)
+        if card.get("bytes") == size:
+            return
+        card["bytes"] = size
+    raise UserError(f"{path}: the card's size field did not settle")
 
 
 # figures a card reports as measured: an amendment may not touch them
@@ -111,13 +120,12 @@ def amend_card(path: Path, changes: dict[str, str], reason: str) -> dict:
         {"reason": reason, "old": {k: card.get(k) for k in changes}, "new": dict(changes)})
     card.update(changes)
     tmp = Path(path).with_suffix(".amend.tmp")
-    for _ in range(3):  # the card holds the file's size, which depends on the card: settle it
-        torch.jit.save(b.module, str(tmp), _extra_files={CARD_NAME: json.dumps(card, indent=1)})
-        card["bytes"] = os.path.getsize(tmp)
-    torch.jit.save(b.module, str(tmp), _extra_files={CARD_NAME: json.dumps(card, indent=1)})
-    if os.path.getsize(tmp) != card["bytes"]:
+    try:
+        _write_settled(lambda c: torch.jit.save(b.module, str(tmp), _extra_files={CARD_NAME: json.dumps(c, indent=1)}),
+                       card, tmp)
+    except UserError:
         tmp.unlink()
-        raise UserError(f"{path}: could not settle the amended card's size")
+        raise
     tmp.replace(path)
     return card
 

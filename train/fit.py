@@ -27,6 +27,7 @@ from train.nets import FrameNet, build
 
 console = Console(stderr=True)
 STEPS_PER_EPOCH = 150
+FIT_SETTINGS = ("task", "epochs", "steps", "batch", "lr", "seed", "width")  # what makes two dense trainings the same
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
@@ -234,7 +235,7 @@ def fit_command(args) -> None:
     card = export(args.task, net, out / f"{args.task}-dense.ts",
                   {"scores": {"test": test_summary, "valid": valid_summary}, "round": 0, "fraction_removed": 0.0,
                    "mode": "dense", "seed": args.seed, "train_seconds": round(train_s, 1)}, decoder=kw)
-    settings = {k: getattr(args, k) for k in ("task", "epochs", "steps", "batch", "lr", "seed", "width")}
+    settings = {k: getattr(args, k) for k in FIT_SETTINGS}
     res = {"task": args.task, "settings": settings, "params": card["params"], "flops_per_second": card["flops_per_second"],
            "valid": valid_summary, "test": test_summary, "decoder": kw, "best_epoch": info["best_epoch"],
            "history": info["history"], "train_seconds": round(train_s, 1), "bytes": card["bytes"]}

@@ -19,7 +19,7 @@ from edgemir.errors import UserError
 from train import metrics
 from train.dataset import Batcher
 from train.export import export
-from train.fit import STEPS_PER_EPOCH, apply_masks, load_data, seed_all, train_epochs, tune_and_score
+from train.fit import FIT_SETTINGS, STEPS_PER_EPOCH, apply_masks, load_data, seed_all, train_epochs, tune_and_score
 from train.nets import FrameNet, NetConfig, build, count_params
 from train.trim import apply_plan, importance, plan, update_masks
 
@@ -57,6 +57,7 @@ class LotteryRun:
         (self.out / "bundles").mkdir(exist_ok=True)
         self.state_path = self.out / "state.pt"
         self.results_path = self.out / "rounds.json"
+        self.commit = git_head()  # the code this process imported, recorded with every round
         self.name = f"{args.task}-{args.mode}-{args.criterion}-{args.scope}-{args.reset}-s{args.seed}"
         if args.mode == "mask" and args.criterion != "magnitude":
             raise UserError("--mode mask ranks single weights by magnitude only (use --criterion magnitude)")
@@ -107,7 +108,7 @@ class LotteryRun:
                "bytes": card["bytes"], "latency_ms_p50": card["latency_ms_per_hop"]["p50"],
                "valid": metrics.HEADLINE[task] and valid[metrics.HEADLINE[task]],
                "test": test[metrics.HEADLINE[task]], "test_all": test, "decoder": kw, "bundle": str(path.name),
-               "best_epoch": train_info.get("best_epoch"), "seconds": info["train_seconds"], "commit": git_head()}
+               "best_epoch": train_info.get("best_epoch"), "seconds": info["train_seconds"], "commit": self.commit}
         st["results"].append(row)
         console.log(f"{self.name} round {rnd}: {params} params ({nonzero} non-zero), removed "
                     f"{row['fraction_removed']:.1%}, test {metrics.HEADLINE[task]} {row['test']:.3f}")
@@ -123,7 +124,7 @@ class LotteryRun:
         except (OSError, ValueError, RuntimeError) as e:
             raise UserError(f"{run}: not a finished fit run with an epoch-{a.rewind_epoch} checkpoint ({e})") from None
         fit = m.get("settings", {})
-        diff = [k for k in ("task", "epochs", "steps", "batch", "lr", "seed", "width") if fit.get(k) != getattr(a, k)]
+        diff = [k for k in FIT_SETTINGS if fit.get(k) != getattr(a, k)]
         if diff:
             raise UserError(f"{run}: fit settings differ from this run's in {', '.join(diff)}")
         net = build(a.task, a.width)
