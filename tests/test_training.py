@@ -48,6 +48,8 @@ def test_three_round_lottery_writes_loadable_bundles(mode, tiny_data, tmp_path):
     out = tmp_path / mode
     args = [sys.executable, "-m", "train", "lottery", "--task", "drums", "--data", str(tiny_data("drums")), "--out",
             str(out), "--mode", mode, "--rate", "0.3", "--width", "0.25", *FAST]
+    if mode == "trim":
+        args += ["--min-keep", "0.1"]
     r = run_cli(args + ["--rounds", "2"])
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     r = run_cli(args + ["--rounds", "3"])  # resumes from round 2
@@ -65,6 +67,7 @@ def test_three_round_lottery_writes_loadable_bundles(mode, tiny_data, tmp_path):
     if mode == "trim":
         assert params[0] > params[1] > params[2] > params[3]
         assert rounds[3]["bytes"] < rounds[0]["bytes"]
+        assert json.loads((out / "rounds.json").read_text())["settings"]["min_keep"] == 0.1
     else:  # masks keep the dense shape and report their true non-zero count
         assert len(set(params)) == 1
         assert nonzero[0] > nonzero[1] > nonzero[2] > nonzero[3]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from train.export import export, flops_per_second, task_model
 from train.nets import FrameNet, NetConfig, build
-from train.trim import Group, groups, importance, plan, remove_units, update_masks
+from train.trim import Group, dense_widths, groups, importance, plan, remove_units, update_masks, width, width_floor
 
 torch.manual_seed(0)
 
@@ -149,3 +150,15 @@ def test_salience_output_stage_is_never_trimmed():
             remove_units(net, g, idx)
     assert net.conv2d[-1].out_channels == last
     assert sum(p.numel() for p in net.parameters()) < 0.3 * before
+
+
+def test_width_floor_keeps_a_fraction_of_every_dense_layer():
+    net = build("drums", width=0.5)
+    widths = dense_widths(net)
+    floor = width_floor(widths, 0.25)
+    for _ in range(12):
+        for g, idx in plan(net, importance(net, "batchnorm"), 0.3, "global", floor=floor).items():
+            remove_units(net, g, idx)
+    for g in groups(net):
+        assert width(net, g) >= math.ceil(0.25 * widths[f"{g.kind}:{g.index}"])
+    assert min(width(net, g) / widths[f"{g.kind}:{g.index}"] for g in groups(net)) < 0.3  # the floor was reached

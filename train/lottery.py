@@ -21,7 +21,7 @@ from train.dataset import Batcher
 from train.export import export
 from train.fit import FIT_SETTINGS, STEPS_PER_EPOCH, apply_masks, load_data, seed_all, train_epochs, tune_and_score
 from train.nets import FrameNet, NetConfig, build, count_params
-from train.trim import apply_plan, importance, plan, update_masks
+from train.trim import apply_plan, dense_widths, importance, plan, update_masks, width_floor
 
 console = Console(stderr=True)
 
@@ -58,16 +58,19 @@ class LotteryRun:
         self.state_path = self.out / "state.pt"
         self.results_path = self.out / "rounds.json"
         self.commit = git_head()  # the code this process imported, recorded with every round
-        self.name = f"{args.task}-{args.mode}-{args.criterion}-{args.scope}-{args.reset}-s{args.seed}"
+        keep = f"-k{args.min_keep:g}" if getattr(args, "min_keep", 0.0) else ""
+        self.name = f"{args.task}-{args.mode}-{args.criterion}-{args.scope}-{args.reset}{keep}-s{args.seed}"
         if args.mode == "mask" and args.criterion != "magnitude":
             raise UserError("--mode mask ranks single weights by magnitude only (use --criterion magnitude)")
         if not 0 < args.rate < 1:
             raise UserError("--rate must be in (0, 1)")
+        if not 0 <= getattr(args, "min_keep", 0.0) < 1:
+            raise UserError("--min-keep must be in [0, 1)")
 
     def settings(self) -> dict:
         a = self.a
         return {k: getattr(a, k) for k in ("task", "mode", "criterion", "scope", "reset", "rounds", "rate",
-                                            "rewind_epoch", "epochs", "batch", "lr", "seed", "width", "steps")}
+                                            "rewind_epoch", "epochs", "batch", "lr", "seed", "width", "steps", "min_keep")}
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, st: dict) -> None:
@@ -81,6 +84,7 @@ class LotteryRun:
             return None
         st = torch.load(self.state_path, weights_only=True)
         now = self.settings()
+        st["settings"].setdefault("min_keep", 0.0)  # runs from before --min-keep
         diff = [f"--{k.replace('_', '-')} {v} (asked {now.get(k)})" for k, v in st["settings"].items()
                 if k != "rounds" and now.get(k) != v]
         if diff:
@@ -99,6 +103,7 @@ class LotteryRun:
         remaining = (params if self.a.mode == "trim" else nonzero) / dense
         info = {"round": rnd, "mode": "dense" if rnd == 0 else self.a.mode, "criterion": self.a.criterion,
                 "scope": self.a.scope, "reset": self.a.reset, "seed": self.a.seed, "rewind_epoch": self.a.rewind_epoch,
+                "min_keep": self.a.min_keep,
                 "fraction_removed": round(1 - remaining, 4), "dense_params": dense,
                 "scores": {"valid": valid, "test": test}, "train_seconds": round(time.time() - t0, 1)}
         path = self.out / "bundles" / f"{task}-{self.a.mode}-r{rnd:02d}.ts"
@@ -131,6 +136,14 @@ class LotteryRun:
         net.load_state_dict(best)
         return net, rewind, {"best_epoch": m.get("best_epoch"), "fit_seconds": float(m.get("train_seconds", 0))}
 
+    def floor(self, st: dict) -> dict | None:
+        """``--min-keep``: every layer keeps that fraction of its dense width."""
+        if not self.a.min_keep:
+            return None
+        if "dense_widths" not in st:
+            raise UserError(f"{self.out}: this run predates --min-keep (no dense widths recorded)")
+        return width_floor(st["dense_widths"], self.a.min_keep)
+
     # -- the loop ----------------------------------------------------------------------------
     def go(self) -> None:
         a = self.a
@@ -152,7 +165,7 @@ class LotteryRun:
                 rewind = info["saved"].get(a.rewind_epoch, init if a.rewind_epoch == 0 else net.state_dict())
             st = {"settings": self.settings(), "round": 0, "cfg": copy.deepcopy(net.cfg_dict),
                   "net": net.state_dict(), "rewind": rewind, "rewind_cfg": copy.deepcopy(net.cfg_dict),
-                  "masks": None, "dense_params": None, "results": []}
+                  "masks": None, "dense_params": None, "dense_widths": dense_widths(net), "results": []}
             self.record(st, net, 0, data, info, t0)
             st["dense_params"] = st["results"][0]["params"]
             st["results"][0]["remaining"] = 1.0
@@ -169,7 +182,8 @@ class LotteryRun:
                     cb = Batcher(a.task, data["train"], trained.receptive_field, trained.lookahead,
                                  augment=False, seed=a.seed)
                     calib = [cb.sample(32) for _ in range(4)]
-                removal = plan(trained, importance(trained, a.criterion, calib, a.task), a.rate, a.scope)
+                removal = plan(trained, importance(trained, a.criterion, calib, a.task), a.rate, a.scope,
+                               floor=self.floor(st))
                 rew = _net_from(st["rewind_cfg"], st["rewind"])
                 apply_plan(rew, removal)
                 # a copy: training ``net`` below must not move the epoch-k weights kept for the next round

@@ -20,6 +20,8 @@ def load_run(run: Path) -> dict:
     s = d["settings"]
     d["label"] = f"{s['mode']} {s['criterion']} {s['scope']} {s['reset']}" if s["mode"] == "trim" else \
         f"mask magnitude {s['reset']}"
+    if s.get("min_keep"):
+        d["label"] += f" keep≥{s['min_keep']:g}"
     if s.get("width", 1.0) != 1.0:
         d["label"] += f" w{s['width']:g}"
     if Path(run).parent.name != "runs":  # e.g. runs/cmp: a separate, smaller-scale study

@@ -37,7 +37,9 @@ class Job:
 
     @property
     def name(self) -> str:
-        return f"{self.task}-{self.mode}-{self.criterion}-{self.scope}-{self.reset}-s{self.seed}"
+        keep = dict(self.opts).get("min_keep", "0")
+        suffix = f"-k{float(keep):g}" if float(keep) else ""
+        return f"{self.task}-{self.mode}-{self.criterion}-{self.scope}-{self.reset}{suffix}-s{self.seed}"
 
     def argv(self, data_root: Path, runs_root: Path) -> list[str]:
         a = [sys.executable, "-m", "train", "lottery", "--task", self.task, "--data", str(data_root / self.task),
@@ -132,7 +134,8 @@ def sweep_command(args) -> int:
                       _csv(args.scopes, ("global", "local")), _csv(args.resets, ("rewind", "reinit", "finetune")),
                       [int(s) for s in _csv(args.seeds)],
                       {"rounds": args.rounds, "rate": args.rate, "epochs": args.epochs, "steps": args.steps,
-                       "width": args.width, "rewind_epoch": args.rewind_epoch, "limit": args.limit})
+                       "width": args.width, "rewind_epoch": args.rewind_epoch, "limit": args.limit,
+                       "min_keep": args.min_keep})
     console.log(f"{len(jobs)} run(s), {args.jobs} at a time")
     return run_all(jobs, args.data_root, args.runs_root, args.jobs, args.dry_run)
 
