@@ -117,3 +117,26 @@ def test_lottery_starts_from_a_fit_run(tiny_data, tmp_path):
     rounds = json.loads((tmp_path / "lt" / "rounds.json").read_text())["rounds"]
     fitted = json.loads((tmp_path / "fit" / "metrics.json").read_text())
     assert rounds[0]["test"] == fitted["test"]["f"] and rounds[1]["params"] < rounds[0]["params"]
+
+
+def test_retune_picks_the_pitch_threshold_by_overall_accuracy(tiny_data, tmp_path):
+    """RPA ignores the voicing decision, so it cannot choose a voicing threshold; retune uses overall accuracy."""
+    from edgemir.bundle import find_bundles, load_bundle
+    from train.dataset import load_split
+    from train.fit import decoder_grid, model_probs, score
+
+    data = tiny_data("pitch")
+    path = tmp_path / "pitch.ts"
+    path.write_bytes(find_bundles(None, ["pitch"])["pitch"].read_bytes())
+    before = load_bundle(path).card
+    r = run_cli([sys.executable, "-m", "train", "retune", str(path), "--data", str(data), "--reason", "test"])
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    after = load_bundle(path).card
+    assert after["weights_sha256"] == before["weights_sha256"] and after["bytes"] == path.stat().st_size
+    assert after["amendments"][-1]["old"]["decoder"] == before["decoder"]
+    b = load_bundle(path)
+    recs = model_probs("pitch", b.module, b.card, load_split("pitch", data / "valid"))
+    oa = {kw["threshold"]: score("pitch", recs, kw)["overall_accuracy"] for kw in decoder_grid("pitch")}
+    assert after["decoder"]["threshold"] == max(oa, key=oa.get)
+    assert after["scores"]["valid"]["overall_accuracy"] == max(oa.values())
+    assert len(set(oa.values())) > 1  # the threshold matters on this data, so the choice is a real one

@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     am.add_argument("--set", dest="changes", action="append", required=True, metavar="KEY=VALUE")
     am.add_argument("--reason", required=True)
 
+    rt = sub.add_parser("retune", help="re-tune written bundles' decoder settings on valid and re-measure their scores")
+    rt.add_argument("bundles", nargs="+", type=Path)
+    rt.add_argument("--data", type=Path, required=True, help="the task's data folder (valid/ and test/)")
+    rt.add_argument("--reason", required=True)
+
     r = sub.add_parser("report", help="table and figures from lottery runs")
     r.add_argument("runs", nargs="+", type=Path)
     r.add_argument("--out", type=Path, required=True)
@@ -163,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
             for b in args.bundles:
                 amend_card(b, {k: v for k, _, v in pairs}, args.reason)
                 print(f"amended {b}")
+        elif args.cmd == "retune":
+            from train.retune import retune
+
+            for b in args.bundles:
+                card = retune(b, args.data, args.reason)
+                print(f"retuned {b}: decoder {card['decoder']}, test {json.dumps(card['scores']['test'])}")
         elif args.cmd == "report":
             from train.report import report_command
 

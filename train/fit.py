@@ -51,8 +51,12 @@ def loss_fn(task: str, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 # -- evaluation through the engine ---------------------------------------------------------
 def run_probs(task: str, net: FrameNet, items: list[Item]) -> list[tuple[Item, list]]:
     """Engine outputs per item, decoded later (so decoder settings can be tuned without rerunning)."""
-    model = task_model(task, net).eval()
     card = {"receptive_field": net.receptive_field, "lookahead": net.lookahead}
+    return model_probs(task, task_model(task, net).eval(), card, items)
+
+
+def model_probs(task: str, model, card: dict, items: list[Item]) -> list[tuple[Item, list]]:
+    """The same for a task model (a ``TaskModel`` or a loaded bundle's TorchScript module)."""
     out = []
     for it in items:
         rec = RecordingDecoder()
@@ -137,7 +141,11 @@ def headline(task: str, summary: dict) -> float:
 
 def tune_and_score(task: str, net: FrameNet, items: list[Item], decoder: dict | None = None) -> tuple[dict, dict]:
     """Best decoder settings on ``items`` (or the given ones) and their summary."""
-    recs = run_probs(task, net, items)
+    return tune_on(task, run_probs(task, net, items), decoder)
+
+
+def tune_on(task: str, recs: list, decoder: dict | None = None) -> tuple[dict, dict]:
+    """Best decoder settings (by ``metrics.TUNE``) for recorded engine outputs, and their summary."""
     grid = [decoder] if decoder is not None else decoder_grid(task)
     tried = [(kw, score(task, recs, kw)) for kw in grid]
     if task == "drums" and decoder is None:
@@ -146,7 +154,7 @@ def tune_and_score(task: str, net: FrameNet, items: list[Item], decoder: dict | 
                           for i, c in enumerate(DRUM_CLASSES))
         kw = {"thresholds": per_class}
         tried.append((kw, score(task, recs, kw)))
-    return max(tried, key=lambda r: headline(task, r[1]))
+    return max(tried, key=lambda r: float(r[1][metrics.TUNE[task]]))
 
 
 # -- training ------------------------------------------------------------------------------

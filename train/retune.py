@@ -1,0 +1,42 @@
+"""Re-tune a written bundle's decoder settings on its task's valid split and re-measure its scores.
+
+The weights and every other measured figure stay; the card's ``decoder`` and ``scores`` are
+replaced by what this code measured, the old values are kept in the card's ``amendments``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from edgemir.bundle import CARD_NAME, load_bundle
+from edgemir.errors import UserError
+from train import metrics
+from train.dataset import load_split
+from train.export import _write_settled
+from train.fit import model_probs, tune_on
+
+
+def retune(path: Path, data: Path, reason: str) -> dict:
+    """Tune on ``data/valid`` (by ``metrics.TUNE``), score ``data/test`` with those settings, rewrite."""
+    b = load_bundle(path)
+    card = dict(b.card)
+    task = card["task"]
+    with torch.no_grad():
+        kw, valid = tune_on(task, model_probs(task, b.module, card, load_split(task, Path(data) / "valid")))
+        _, test = tune_on(task, model_probs(task, b.module, card, load_split(task, Path(data) / "test")), kw)
+    kw = json.loads(json.dumps(kw))  # tuples -> lists, as a card holds them
+    old = {"decoder": card.get("decoder"), "scores": card.get("scores")}
+    card.setdefault("amendments", []).append(
+        {"reason": reason, "old": old, "new": {"decoder": kw, "tuned_for": metrics.TUNE[task]}})
+    card["decoder"], card["scores"] = kw, {"valid": valid, "test": test}
+    tmp = Path(path).with_suffix(".retune.tmp")
+    try:
+        _write_settled(lambda c: torch.jit.save(b.module, str(tmp), _extra_files={CARD_NAME: json.dumps(c, indent=1)}),
+                       card, tmp)
+    except UserError:
+        tmp.unlink()
+        raise
+    tmp.replace(path)
+    return card
