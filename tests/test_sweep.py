@@ -55,3 +55,21 @@ def test_ship_picks_the_smallest_bundle_within_one_point_else_says_missed():
         r["test"] = t
     dense, chosen, met = pick(run)
     assert not met and chosen["round"] == 3  # none within 1 pt of dense: the smallest within 1 pt of the best
+
+
+def test_results_commands_reproduce_min_keep_and_retune():
+    from train.ship import results_markdown
+
+    def rnd(k, removed, test):
+        return {**_round(k, removed, test), "flops_per_second": 1e6, "latency_ms_p50": 0.1}
+
+    settings = {"task": "drums", "mode": "trim", "criterion": "batchnorm", "scope": "global", "reset": "finetune",
+                "rounds": 2, "rate": 0.2, "rewind_epoch": 1, "epochs": 6, "steps": 120, "width": 1.0, "seed": 0}
+    row = {"task": "drums", "run": "runs/d", "settings": {**settings, "min_keep": 0.25}, "dense": rnd(0, 0.0, 0.8),
+           "shipped": rnd(2, 0.9, 0.8), "within_1pt": True, "removed_90": True, "analyze_test": None,
+           "dev_real_dense": None, "dev_real_shipped": None, "retuned": ["runs/d/bundles/drums-trim-r02.ts"]}
+    md = results_markdown([row])
+    assert "--seed 0 --min-keep 0.25" in md
+    assert "python -m train retune runs/d/bundles/drums-trim-r02.ts --data data/drums" in md
+    md = results_markdown([{**row, "settings": settings, "retuned": []}])  # older rows: neither
+    assert "--min-keep" not in md and "retune" not in md

@@ -74,13 +74,14 @@ def ship_command(args) -> None:
         shutil.copy(src, dst)
         load_bundle(dst)  # verify what ships
         dense_path = Path(run_dir) / "bundles" / dense["bundle"]
+        retuned = [str(p) for p in (dense_path, src) if _retuned(p)]
         # the card's test score was measured by the trainer through the engine; check that what
         # `edgemir analyze` writes for the same split scores the same
         analyzed = analyzed_scores(task, dst, Path(args.data_root) / task / "test")
         banks = _train_banks(Path(args.data_root) / task / "train")
         rows.append({"commit": chosen.get("commit", "unknown"), "analyze_test": analyzed, "train_soundfonts": banks,
                      "task": task, "run": str(run_dir), "settings": run["settings"], "dense": dense, "shipped": chosen,
-                     "within_1pt": met, "removed_90": chosen["fraction_removed"] >= 0.9,
+                     "within_1pt": met, "removed_90": chosen["fraction_removed"] >= 0.9, "retuned": retuned,
                      "dev_real_dense": analyzed_scores(task, dense_path, Path(args.dev_real) / task),
                      "dev_real_shipped": analyzed_scores(task, dst, Path(args.dev_real) / task)})
     shipped = out / "SHIPPED.json"
@@ -93,6 +94,11 @@ def ship_command(args) -> None:
     Path(args.results).write_text(results_markdown(rows))
     (out / "SHIPPED.json").write_text(json.dumps(rows, indent=1, default=str))
     print(f"shipped {len(rows)} bundles to {out}; wrote {args.results}")
+
+
+def _retuned(bundle: Path) -> bool:
+    """Whether ``train retune`` re-tuned this bundle's decoder after its lottery run wrote it."""
+    return any("tuned_for" in a.get("new", {}) for a in load_bundle(bundle).card.get("amendments", []))
 
 
 def _fmt_dev(d: dict | None, task: str) -> str:
@@ -142,7 +148,9 @@ def results_markdown(rows: list[dict]) -> str:
         L.append(f"python -m train lottery --task {s['task']} --data data/{s['task']} --out {r['run']} --mode {s['mode']} "
                  f"--criterion {s['criterion']} --scope {s['scope']} --reset {s['reset']} --rounds {s['rounds']} "
                  f"--rate {s['rate']} --rewind-epoch {s['rewind_epoch']} --epochs {s['epochs']} --steps {s['steps']} "
-                 f"--width {s['width']} --seed {s['seed']}")
+                 f"--width {s['width']} --seed {s['seed']}" + (f" --min-keep {s['min_keep']}" if s.get("min_keep") else ""))
+        if r.get("retuned"):
+            L.append(f"python -m train retune {' '.join(r['retuned'])} --data data/{s['task']} --reason '...'")
     L.append("python -m train ship " + " ".join(r["run"] for r in rows))
     L += ["```", ""]
     return "\n".join(L)
