@@ -134,13 +134,14 @@ def load_bundle(path: Path) -> Bundle:
 
 
 def find_bundles(models_dir: Path | None, tasks: list[str]) -> dict[str, Path]:
-    """The bundle per task: first in ``models_dir``, then in the package's ``edgemir/models/``."""
+    """The bundle per task: first in ``models_dir`` (a folder, or one bundle file), then in the
+    package's ``edgemir/models/``."""
     dirs = ([Path(models_dir)] if models_dir else []) + [Path(__file__).parent / "models"]
-    if models_dir and not Path(models_dir).is_dir():
-        raise UserError(f"{models_dir}: models folder not found")
+    if models_dir and not Path(models_dir).exists():
+        raise UserError(f"{models_dir}: models folder or bundle not found")
     found: dict[str, Path] = {}
     for d in dirs:
-        for p in sorted(d.glob("*" + SUFFIX)):
+        for p in [d] if d.is_file() else sorted(d.glob("*" + SUFFIX)):
             try:
                 t = read_card(p).get("task")
             except UserError:

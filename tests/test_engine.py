@@ -188,3 +188,15 @@ def test_no_display_output_is_pure_json_lines(tiny_bundles, tiny_data):
     for line in lines:
         d = json.loads(line)
         assert set(d) >= {"t", "task", "value", "confidence", "latency_ms"}
+
+
+def test_models_may_name_one_bundle_file(tiny_bundles, tmp_path):
+    """``--models FILE`` uses that bundle for its task (e.g. a lottery round) and the shipped ones for the rest."""
+    from edgemir.bundle import find_bundles
+
+    one = next(p for p in sorted(tiny_bundles.glob("*.ts")) if p.name.startswith("onset"))
+    found = find_bundles(one, ["onset", "chord"])
+    assert found["onset"] == one and found["chord"].parent.name == "models"
+    r = _cli(["analyze", "--models", str(tmp_path / "nope.ts"), "--tasks", "onset", "--out", str(tmp_path),
+              str(one)])
+    assert r.returncode != 0 and b"not found" in r.stderr and b"Traceback" not in r.stderr
