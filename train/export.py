@@ -119,15 +119,20 @@ def amend_card(path: Path, changes: dict[str, str], reason: str) -> dict:
     card.setdefault("amendments", []).append(
         {"reason": reason, "old": {k: card.get(k) for k in changes}, "new": dict(changes)})
     card.update(changes)
-    tmp = Path(path).with_suffix(".amend.tmp")
+    rewrite_card(path, b.module, card)
+    return card
+
+
+def rewrite_card(path: Path, module, card: dict) -> None:
+    """Replace a written bundle's card (same module, bytes re-settled) through a temporary file."""
+    tmp = Path(path).with_suffix(".card.tmp")
     try:
-        _write_settled(lambda c: torch.jit.save(b.module, str(tmp), _extra_files={CARD_NAME: json.dumps(c, indent=1)}),
+        _write_settled(lambda c: torch.jit.save(module, str(tmp), _extra_files={CARD_NAME: json.dumps(c, indent=1)}),
                        card, tmp)
     except UserError:
         tmp.unlink()
         raise
     tmp.replace(path)
-    return card
 
 
 def scripted_size(model: TaskModel) -> int:

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import torch
 
-from edgemir.bundle import CARD_NAME, load_bundle
-from edgemir.errors import UserError
+from edgemir.bundle import load_bundle
 from train import metrics
 from train.dataset import load_split
-from train.export import _write_settled
+from train.export import rewrite_card
 from train.fit import model_probs, tune_on
 
 
@@ -31,12 +30,5 @@ def retune(path: Path, data: Path, reason: str) -> dict:
     card.setdefault("amendments", []).append(
         {"reason": reason, "old": old, "new": {"decoder": kw, "tuned_for": metrics.TUNE[task]}})
     card["decoder"], card["scores"] = kw, {"valid": valid, "test": test}
-    tmp = Path(path).with_suffix(".retune.tmp")
-    try:
-        _write_settled(lambda c: torch.jit.save(b.module, str(tmp), _extra_files={CARD_NAME: json.dumps(c, indent=1)}),
-                       card, tmp)
-    except UserError:
-        tmp.unlink()
-        raise
-    tmp.replace(path)
+    rewrite_card(path, b.module, card)
     return card
