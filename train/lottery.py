@@ -21,6 +21,7 @@ from train.dataset import Batcher
 from train.export import export
 from train.fit import FIT_SETTINGS, STEPS_PER_EPOCH, apply_masks, load_data, seed_all, train_epochs, tune_and_score
 from train.nets import FrameNet, NetConfig, build, count_params
+from train.sweep import run_name
 from train.trim import apply_plan, dense_widths, importance, plan, update_masks, width_floor
 
 console = Console(stderr=True)
@@ -58,13 +59,12 @@ class LotteryRun:
         self.state_path = self.out / "state.pt"
         self.results_path = self.out / "rounds.json"
         self.commit = git_head()  # the code this process imported, recorded with every round
-        keep = f"-k{args.min_keep:g}" if getattr(args, "min_keep", 0.0) else ""
-        self.name = f"{args.task}-{args.mode}-{args.criterion}-{args.scope}-{args.reset}{keep}-s{args.seed}"
+        self.name = run_name(args.task, args.mode, args.criterion, args.scope, args.reset, args.seed, args.min_keep)
         if args.mode == "mask" and args.criterion != "magnitude":
             raise UserError("--mode mask ranks single weights by magnitude only (use --criterion magnitude)")
         if not 0 < args.rate < 1:
             raise UserError("--rate must be in (0, 1)")
-        if not 0 <= getattr(args, "min_keep", 0.0) < 1:
+        if not 0 <= args.min_keep < 1:
             raise UserError("--min-keep must be in [0, 1)")
 
     def settings(self) -> dict:

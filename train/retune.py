@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from edgemir.bundle import load_bundle
 from train import metrics
 from train.dataset import load_split
@@ -22,9 +20,8 @@ def retune(path: Path, data: Path, reason: str) -> dict:
     b = load_bundle(path)
     card = dict(b.card)
     task = card["task"]
-    with torch.no_grad():
-        kw, valid = tune_on(task, model_probs(task, b.module, card, load_split(task, Path(data) / "valid")))
-        _, test = tune_on(task, model_probs(task, b.module, card, load_split(task, Path(data) / "test")), kw)
+    kw, valid = tune_on(task, model_probs(task, b.module, card, load_split(task, Path(data) / "valid")))
+    _, test = tune_on(task, model_probs(task, b.module, card, load_split(task, Path(data) / "test")), kw)
     kw = json.loads(json.dumps(kw))  # tuples -> lists, as a card holds them
     old = {"decoder": card.get("decoder"), "scores": card.get("scores")}
     card.setdefault("amendments", []).append(

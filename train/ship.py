@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from edgemir.app import analyze_file
-from edgemir.bundle import load_bundle
+from edgemir.bundle import load_bundle, read_card
 from edgemir.errors import UserError
 from train import annotations as ann
 from train.metrics import HEADLINE, evaluate_folders
@@ -98,7 +98,7 @@ def ship_command(args) -> None:
 
 def _retuned(bundle: Path) -> bool:
     """Whether ``train retune`` re-tuned this bundle's decoder after its lottery run wrote it."""
-    return any("tuned_for" in a.get("new", {}) for a in load_bundle(bundle).card.get("amendments", []))
+    return any("tuned_for" in a.get("new", {}) for a in read_card(bundle).get("amendments", []))
 
 
 def _fmt_dev(d: dict | None, task: str) -> str:

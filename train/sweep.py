@@ -25,6 +25,12 @@ RECIPES = Path(__file__).parent / "recipes"
 console = Console(stderr=True)
 
 
+def run_name(task: str, mode: str, criterion: str, scope: str, reset: str, seed: int, min_keep: float = 0.0) -> str:
+    """A lottery run's name (its folder under runs/ in a sweep, its label in logs)."""
+    keep = f"-k{min_keep:g}" if min_keep else ""
+    return f"{task}-{mode}-{criterion}-{scope}-{reset}{keep}-s{seed}"
+
+
 @dataclass(frozen=True)
 class Job:
     task: str
@@ -37,9 +43,8 @@ class Job:
 
     @property
     def name(self) -> str:
-        keep = dict(self.opts).get("min_keep", "0")
-        suffix = f"-k{float(keep):g}" if float(keep) else ""
-        return f"{self.task}-{self.mode}-{self.criterion}-{self.scope}-{self.reset}{suffix}-s{self.seed}"
+        keep = float(dict(self.opts).get("min_keep", 0))
+        return run_name(self.task, self.mode, self.criterion, self.scope, self.reset, self.seed, keep)
 
     def argv(self, data_root: Path, runs_root: Path) -> list[str]:
         a = [sys.executable, "-m", "train", "lottery", "--task", self.task, "--data", str(data_root / self.task),
