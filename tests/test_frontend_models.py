@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from edgemir.frontend import FEATURE_SPECS, N_BINS, StreamingSTFT, bank_for, batch_spectrum
-from edgemir.labels import CHORDS, FAMILIES, PITCH_BINS
+from edgemir.labels import CHORDS, FAMILIES, PITCH_BINS, SAMPLE_RATE
 from train.nets import build, count_params, task_config
 
 
@@ -67,3 +69,25 @@ def test_model_shapes_receptive_field_and_lookahead(task):
         assert idx.min() == j - rf + 1 and idx.max() == j
     # output k belongs to input frame k + rf - 1 - lookahead: it sees `lookahead` future frames
     assert (j - (idx.min() + rf - 1 - la)) == la
+
+
+@pytest.mark.parametrize("task,key,semitones", [("instrument", 4, 2.0), ("instrument", -3, -1.5), ("chord", 2, -1.0)])
+def test_training_pitch_shift_matches_a_shifted_note(task, key, semitones):
+    """The bank a training batch uses for a pitch shift gives the features of the shifted note."""
+    from train.dataset import Batcher, Item
+
+    def note(f0: float) -> torch.Tensor:
+        t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+        x = sum(a * np.sin(2 * np.pi * k * f0 * t) for k, a in ((1, 0.5), (2, 0.3), (3, 0.2)))
+        return batch_spectrum(torch.from_numpy(x).float())[None]
+
+    spec = note(440.0)
+    item = Item("a4", spec[0].half(), np.zeros(spec.shape[1], np.int64), np.zeros(spec.shape[1]), Path("a4"))
+    batcher = Batcher(task, [item], 1, 0)
+    shifted = batcher.features(spec, key)[0, :, 50]
+    plain = batcher.features(spec, 0)[0, :, 50]
+    truth = batcher.features(note(440.0 * 2 ** (semitones / 12)), 0)[0, :, 50]
+    strong = truth > truth.max() - 4  # bands within ~17 dB of the peak
+    assert shifted.argmax() == truth.argmax() != plain.argmax()
+    assert (shifted - truth)[strong].abs().max() < (1.5 if task == "chord" else 0.5)
+    assert (plain - truth)[strong].abs().max() > 1.0

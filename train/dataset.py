@@ -1,5 +1,5 @@
 """Training data: spectra computed once with the device's front-end, frame targets, batches with
-spectral-domain augmentation (gain, EQ, noise, pitch shift by log-frequency crop)."""
+spectral-domain augmentation (gain, EQ, noise; pitch shift by log-frequency crop or mel-bank warp)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES, FRAME_RATE, PITCH_BIN
 from train import annotations as ann
 
 IGNORE = -100
+# mel tasks whose labels survive a pitch shift: the largest shift in semitones (half-semitone steps)
+MEL_SHIFT = {"instrument": 2.0}
 
 
 @dataclass
@@ -96,14 +98,19 @@ class Batcher:
         self.step = 0 if spec["kind"] == "mel" else spec["bins_per_octave"] // 12
         full = bank_for(spec, self.margin)
         self.n_feat = full.shape[0] - 2 * self.margin
-        # the device's FeatureBank on every crop (shift) that augmentation uses
-        self.banks = {s: FeatureBank(full[self.margin + s: self.margin + s + self.n_feat])
-                      for s in range(-self.margin, self.margin + 1, self.step or 1)}
+        # the device's FeatureBank (key 0) and the bank of every pitch shift that augmentation uses:
+        # log-frequency tasks crop the wider bank (key = bins); mel tasks warp it (key = half-semitones)
+        if self.step:
+            self.banks = {s: FeatureBank(full[self.margin + s: self.margin + s + self.n_feat])
+                          for s in range(-self.margin, self.margin + 1, self.step)}
+        else:
+            k = int(2 * MEL_SHIFT.get(task, 0.0))
+            self.banks = {s: FeatureBank(warp_bank(full, 2.0 ** (s / 24))) for s in range(-k, k + 1)}
         self.weights = np.array([len(it.levels) for it in items], dtype=float)
         self.weights /= self.weights.sum()
 
     def features(self, spec: torch.Tensor, shift: int = 0) -> torch.Tensor:
-        """[B, T, N_BINS] -> [B, F, T] with the crop shifted by ``shift`` bins (the device's bank at 0)."""
+        """[B, T, N_BINS] -> [B, F, T] through the bank of pitch shift ``shift`` (the device's bank at 0)."""
         return self.banks[shift](spec)
 
     def crop(self, it: Item, start: int, n_out: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
@@ -135,8 +142,8 @@ class Batcher:
         shift = 0
         if self.augment:
             spec = self._augment(spec)
-            if self.step:
-                shift = int(self.rng.integers(-self.margin // self.step, self.margin // self.step + 1)) * self.step
+            if len(self.banks) > 1:
+                shift = list(self.banks)[int(self.rng.integers(len(self.banks)))]
         feats = self.features(spec, shift)
         return feats, self._targets(np.stack(tgs), np.stack(lvs), shift)
 
@@ -187,6 +194,18 @@ class Batcher:
             y[torch.from_numpy(lv < -60)] = IGNORE
             return y
         return torch.from_numpy(tg)
+
+
+def warp_bank(bank: np.ndarray, ratio: float) -> np.ndarray:
+    """The bank that gives, on a spectrum, the features of that spectrum pitch-shifted by ``ratio``.
+
+    A partial at f moves to ratio*f, so filter m must weigh bin f with its old weight at ratio*f.
+    Sinusoid heights are kept (no 1/ratio density factor): a shifted note keeps its level.
+    """
+    if ratio == 1.0:
+        return bank
+    grid = np.arange(bank.shape[1], dtype=np.float64)
+    return np.stack([np.interp(grid * ratio, grid, row, right=0.0) for row in bank]).astype(np.float32)
 
 
 def pitch_salience_target(cents: torch.Tensor, sigma: float = 25.0) -> tuple[torch.Tensor, torch.Tensor]:
