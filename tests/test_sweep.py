@@ -8,7 +8,7 @@ import pytest
 
 from edgemir.errors import UserError
 from edgemir.labels import TASKS
-from train.sweep import load_recipe, recipe_jobs, sweep_jobs
+from train.sweep import Job, load_recipe, recipe_jobs, sweep_jobs
 
 
 def test_sweep_is_the_cartesian_product_and_mask_runs_collapse():
@@ -33,6 +33,18 @@ def test_every_task_has_a_valid_recipe(task):
     from train.__main__ import build_parser
 
     build_parser().parse_args(jobs[0].argv(Path("d"), Path("r"))[3:])
+
+
+def test_a_recipe_fit_trains_the_parent_that_the_lottery_starts_from():
+    from train.__main__ import build_parser
+
+    job = Job("instrument", "trim", "batchnorm", "global", "finetune", 0, (("epochs", "12"), ("width", "1.0")),
+              (("epochs", "40"), ("steps", "100")))
+    fit = build_parser().parse_args(job.fit_argv(Path("d"), Path("r"))[3:])
+    lot = build_parser().parse_args(job.argv(Path("d"), Path("r"))[3:])
+    assert fit.cmd == "fit" and fit.epochs == 40 and fit.seed == lot.seed and fit.width == lot.width
+    assert lot.init_from == fit.out and lot.epochs == 12
+    assert Job("onset", "trim", "batchnorm", "global", "finetune", 0, ()).fit_argv(Path("d"), Path("r")) is None
 
 
 def test_unknown_recipe_is_a_user_error():
@@ -72,4 +84,8 @@ def test_results_commands_reproduce_min_keep_and_retune():
     assert "--seed 0 --min-keep 0.25" in md
     assert "python -m train retune runs/d/bundles/drums-trim-r02.ts --data data/drums" in md
     md = results_markdown([{**row, "settings": settings, "retuned": []}])  # older rows: neither
-    assert "--min-keep" not in md and "retune" not in md
+    assert "--min-keep" not in md and "retune" not in md and "train fit" not in md
+    parent = {"run": "runs/d-fit", "epochs": 40, "steps": 100, "best_epoch": 30}
+    md = results_markdown([{**row, "dense_fit": parent}])
+    assert "python -m train fit --task drums --data data/drums --out runs/d-fit --epochs 40 --steps 100" in md
+    assert "--init-from runs/d-fit" in md

@@ -106,7 +106,7 @@ def test_amend_card_relabels_but_keeps_weights_and_measured_figures(tmp_path):
 def test_lottery_starts_from_a_fit_run(tiny_data, tmp_path):
     data = str(tiny_data("onset"))
     fit = [sys.executable, "-m", "train", "fit", "--task", "onset", "--data", data, "--out", str(tmp_path / "fit"),
-           "--width", "0.25", *FAST]
+           "--width", "0.25", "--epochs", "2", "--steps", "2", "--batch", "4"]  # longer than a round below
     assert run_cli(fit).returncode == 0
     lot = [sys.executable, "-m", "train", "lottery", "--task", "onset", "--data", data, "--rounds", "1",
            "--init-from", str(tmp_path / "fit"), "--criterion", "batchnorm", *FAST]
@@ -114,9 +114,12 @@ def test_lottery_starts_from_a_fit_run(tiny_data, tmp_path):
     assert r.returncode != 0 and b"width" in r.stderr and b"Traceback" not in r.stderr
     r = run_cli(lot + ["--out", str(tmp_path / "lt"), "--width", "0.25"])
     assert r.returncode == 0, r.stderr.decode()[-2000:]
-    rounds = json.loads((tmp_path / "lt" / "rounds.json").read_text())["rounds"]
+    run = json.loads((tmp_path / "lt" / "rounds.json").read_text())
     fitted = json.loads((tmp_path / "fit" / "metrics.json").read_text())
+    rounds = run["rounds"]
     assert rounds[0]["test"] == fitted["test"]["f"] and rounds[1]["params"] < rounds[0]["params"]
+    assert run["settings"]["init_from"] == str(tmp_path / "fit")
+    assert rounds[0]["dense_fit"]["epochs"] == fitted["settings"]["epochs"] != run["settings"]["epochs"]
 
 
 def test_retune_picks_the_pitch_threshold_by_overall_accuracy(tiny_data, tmp_path):

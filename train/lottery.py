@@ -19,11 +19,13 @@ from edgemir.errors import UserError
 from train import metrics
 from train.dataset import Batcher
 from train.export import export
-from train.fit import FIT_SETTINGS, STEPS_PER_EPOCH, apply_masks, load_data, seed_all, train_epochs, tune_and_score
+from train.fit import STEPS_PER_EPOCH, apply_masks, load_data, seed_all, train_epochs, tune_and_score
 from train.nets import FrameNet, NetConfig, build, count_params
 from train.sweep import run_name
 from train.trim import apply_plan, dense_widths, importance, plan, update_masks, width_floor
 
+# what a `train fit` parent must share with the lottery run that starts from it (not epochs or steps)
+PARENT_SETTINGS = ("task", "batch", "lr", "seed", "width")
 console = Console(stderr=True)
 
 
@@ -69,8 +71,10 @@ class LotteryRun:
 
     def settings(self) -> dict:
         a = self.a
-        return {k: getattr(a, k) for k in ("task", "mode", "criterion", "scope", "reset", "rounds", "rate",
-                                            "rewind_epoch", "epochs", "batch", "lr", "seed", "width", "steps", "min_keep")}
+        keys = ("task", "mode", "criterion", "scope", "reset", "rounds", "rate", "rewind_epoch", "epochs", "batch",
+                "lr", "seed", "width", "steps", "min_keep")
+        parent = getattr(a, "init_from", None)
+        return {k: getattr(a, k) for k in keys} | {"init_from": str(parent) if parent else None}
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, st: dict) -> None:
@@ -106,6 +110,8 @@ class LotteryRun:
                 "min_keep": self.a.min_keep,
                 "fraction_removed": round(1 - remaining, 4), "dense_params": dense,
                 "scores": {"valid": valid, "test": test}, "train_seconds": round(time.time() - t0, 1)}
+        if "dense_fit" in train_info:  # round 0 came from a `train fit` run
+            info["dense_fit"] = train_info["dense_fit"]
         path = self.out / "bundles" / f"{task}-{self.a.mode}-r{rnd:02d}.ts"
         card = export(task, net, path, info, decoder=kw)
         row = {"round": rnd, "params": params, "nonzero_params": nonzero, "remaining": round(remaining, 4),
@@ -114,13 +120,16 @@ class LotteryRun:
                "valid": metrics.HEADLINE[task] and valid[metrics.HEADLINE[task]],
                "test": test[metrics.HEADLINE[task]], "test_all": test, "decoder": kw, "bundle": str(path.name),
                "best_epoch": train_info.get("best_epoch"), "seconds": info["train_seconds"], "commit": self.commit}
+        if "dense_fit" in info:
+            row["dense_fit"] = info["dense_fit"]
         st["results"].append(row)
         console.log(f"{self.name} round {rnd}: {params} params ({nonzero} non-zero), removed "
                     f"{row['fraction_removed']:.1%}, test {metrics.HEADLINE[task]} {row['test']:.3f}")
 
     def dense_from_fit(self, run: Path) -> tuple[FrameNet, dict, dict]:
         """Round 0 from a finished ``train fit`` run (its best weights and its epoch-k checkpoint)
-        instead of training the same dense model again; its settings must match this run's."""
+        instead of training the dense model here. Model, seed and optimiser must match this run's;
+        the parent may have trained for more epochs than each round (a converged dense model)."""
         a = self.a
         try:
             m = json.loads((run / "metrics.json").read_text())
@@ -129,12 +138,14 @@ class LotteryRun:
         except (OSError, ValueError, RuntimeError) as e:
             raise UserError(f"{run}: not a finished fit run with an epoch-{a.rewind_epoch} checkpoint ({e})") from None
         fit = m.get("settings", {})
-        diff = [k for k in FIT_SETTINGS if fit.get(k) != getattr(a, k)]
+        diff = [k for k in PARENT_SETTINGS if fit.get(k) != getattr(a, k)]
         if diff:
             raise UserError(f"{run}: fit settings differ from this run's in {', '.join(diff)}")
         net = build(a.task, a.width)
         net.load_state_dict(best)
-        return net, rewind, {"best_epoch": m.get("best_epoch"), "fit_seconds": float(m.get("train_seconds", 0))}
+        parent = {"run": str(run), "epochs": fit.get("epochs"), "steps": fit.get("steps"), "best_epoch": m.get("best_epoch")}
+        return net, rewind, {"best_epoch": m.get("best_epoch"), "fit_seconds": float(m.get("train_seconds", 0)),
+                             "dense_fit": parent}
 
     def floor(self, st: dict) -> dict | None:
         """``--min-keep``: every layer keeps that fraction of its dense width."""

@@ -82,6 +82,7 @@ def ship_command(args) -> None:
         rows.append({"commit": chosen.get("commit", "unknown"), "analyze_test": analyzed, "train_soundfonts": banks,
                      "task": task, "run": str(run_dir), "settings": run["settings"], "dense": dense, "shipped": chosen,
                      "within_1pt": met, "removed_90": chosen["fraction_removed"] >= 0.9, "retuned": retuned,
+                     "dense_fit": dense.get("dense_fit"),
                      "dev_real_dense": analyzed_scores(task, dense_path, Path(args.dev_real) / task),
                      "dev_real_shipped": analyzed_scores(task, dst, Path(args.dev_real) / task)})
     shipped = out / "SHIPPED.json"
@@ -145,10 +146,15 @@ def results_markdown(rows: list[dict]) -> str:
     for r in rows:
         s = r["settings"]
         L.append(f"# {r['task']}: commit {r.get('commit', 'unknown')}")
+        fit = r.get("dense_fit")
+        if fit:
+            L.append(f"python -m train fit --task {s['task']} --data data/{s['task']} --out {fit['run']} "
+                     f"--epochs {fit['epochs']} --steps {fit['steps']} --width {s['width']} --seed {s['seed']}")
         L.append(f"python -m train lottery --task {s['task']} --data data/{s['task']} --out {r['run']} --mode {s['mode']} "
                  f"--criterion {s['criterion']} --scope {s['scope']} --reset {s['reset']} --rounds {s['rounds']} "
                  f"--rate {s['rate']} --rewind-epoch {s['rewind_epoch']} --epochs {s['epochs']} --steps {s['steps']} "
-                 f"--width {s['width']} --seed {s['seed']}" + (f" --min-keep {s['min_keep']}" if s.get("min_keep") else ""))
+                 f"--width {s['width']} --seed {s['seed']}" + (f" --min-keep {s['min_keep']}" if s.get("min_keep") else "")
+                 + (f" --init-from {fit['run']}" if fit else ""))
         if r.get("retuned"):
             L.append(f"python -m train retune {' '.join(r['retuned'])} --data data/{s['task']} --reason '...'")
     L.append("python -m train ship " + " ".join(r["run"] for r in rows))

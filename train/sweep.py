@@ -40,6 +40,7 @@ class Job:
     reset: str
     seed: int
     opts: tuple[tuple[str, str], ...]  # other lottery options (width, epochs, rate, ...)
+    fit: tuple[tuple[str, str], ...] = ()  # a recipe's [fit]: train the dense parent first (epochs, steps)
 
     @property
     def name(self) -> str:
@@ -51,6 +52,19 @@ class Job:
              "--out", str(runs_root / self.name), "--mode", self.mode, "--criterion", self.criterion,
              "--scope", self.scope, "--reset", self.reset, "--seed", str(self.seed)]
         for k, v in self.opts:
+            a += [f"--{k.replace('_', '-')}", v]
+        if self.fit:
+            a += ["--init-from", str(runs_root / f"{self.name}-fit")]
+        return a
+
+    def fit_argv(self, data_root: Path, runs_root: Path) -> list[str] | None:
+        """The `train fit` run of the dense parent, when the recipe has one (or None)."""
+        if not self.fit:
+            return None
+        o = dict(self.opts)
+        a = [sys.executable, "-m", "train", "fit", "--task", self.task, "--data", str(data_root / self.task),
+             "--out", str(runs_root / f"{self.name}-fit"), "--seed", str(self.seed), "--width", o.get("width", "1.0")]
+        for k, v in self.fit:
             a += [f"--{k.replace('_', '-')}", v]
         return a
 
@@ -70,11 +84,14 @@ def load_recipe(task: str) -> dict:
 
 
 def recipe_jobs(task: str) -> list[Job]:
-    lt = dict(load_recipe(task)["lottery"])
+    r = load_recipe(task)
+    lt = dict(r["lottery"])
     fixed = {k: lt.pop(k) for k in ("mode", "criterion", "scope", "reset")}
     seeds = lt.pop("seeds", [0])
     opts = tuple((k, str(v)) for k, v in sorted(lt.items()))
-    return [Job(task, fixed["mode"], fixed["criterion"], fixed["scope"], fixed["reset"], int(s), opts) for s in seeds]
+    fit = tuple((k, str(v)) for k, v in sorted(r.get("fit", {}).items()))
+    return [Job(task, fixed["mode"], fixed["criterion"], fixed["scope"], fixed["reset"], int(s), opts, fit)
+            for s in seeds]
 
 
 def sweep_jobs(tasks, modes, criteria, scopes, resets, seeds, opts: dict) -> list[Job]:
@@ -103,14 +120,21 @@ def run_all(jobs: list[Job], data_root: Path, runs_root: Path, n_jobs: int, dry_
     logs = runs_root / "logs"
     if dry_run:
         for j in jobs:
-            print(" ".join(j.argv(data_root, runs_root)))
+            for argv in (j.fit_argv(data_root, runs_root), j.argv(data_root, runs_root)):
+                if argv:
+                    print(" ".join(argv))
         return 0
     logs.mkdir(parents=True, exist_ok=True)
 
     def one(j: Job) -> tuple[Job, int]:
         console.log(f"start {j.name}")
+        fit = j.fit_argv(data_root, runs_root)
         with open(logs / f"{j.name}.log", "a") as log:
-            rc = subprocess.call(j.argv(data_root, runs_root), stdout=log, stderr=subprocess.STDOUT)
+            rc = 0
+            if fit and not (runs_root / f"{j.name}-fit" / "metrics.json").is_file():
+                rc = subprocess.call(fit, stdout=log, stderr=subprocess.STDOUT)
+            if rc == 0:
+                rc = subprocess.call(j.argv(data_root, runs_root), stdout=log, stderr=subprocess.STDOUT)
         console.log(f"{'done' if rc == 0 else f'FAILED ({rc})'} {j.name}")
         return j, rc
 
