@@ -8,6 +8,7 @@ Every number comes from a card or is measured here."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -82,7 +83,7 @@ def ship_command(args) -> None:
         rows.append({"commit": chosen.get("commit", "unknown"), "analyze_test": analyzed, "train_soundfonts": banks,
                      "task": task, "run": str(run_dir), "settings": run["settings"], "dense": dense, "shipped": chosen,
                      "within_1pt": met, "removed_90": chosen["fraction_removed"] >= 0.9, "retuned": retuned,
-                     "dense_fit": dense.get("dense_fit"),
+                     "dense_fit": _relative_run(dense.get("dense_fit")),
                      "dev_real_dense": analyzed_scores(task, dense_path, Path(args.dev_real) / task),
                      "dev_real_shipped": analyzed_scores(task, dst, Path(args.dev_real) / task)})
     shipped = out / "SHIPPED.json"
@@ -95,6 +96,11 @@ def ship_command(args) -> None:
     Path(args.results).write_text(results_markdown(rows))
     (out / "SHIPPED.json").write_text(json.dumps(rows, indent=1, default=str))
     print(f"shipped {len(rows)} bundles to {out}; wrote {args.results}")
+
+
+def _relative_run(fit: dict | None) -> dict | None:
+    """The dense parent's fit run with its path as seen from here (the card keeps the path it was given)."""
+    return fit and {**fit, "run": os.path.relpath(fit["run"])}
 
 
 def _retuned(bundle: Path) -> bool:
