@@ -24,6 +24,10 @@ def load_run(run: Path) -> dict:
         d["label"] += f" keep≥{s['min_keep']:g}"
     if s.get("width", 1.0) != 1.0:
         d["label"] += f" w{s['width']:g}"
+    if s.get("rate", 0.2) != 0.2:  # the paper's rate is the unmarked default
+        d["label"] += f" rate {s['rate']:g}"
+    if s.get("init_from"):  # round 0 is a separate, longer `train fit` run
+        d["label"] += f" from {Path(s['init_from']).name}"
     if Path(run).parent.name != "runs":  # e.g. runs/cmp: a separate, smaller-scale study
         d["label"] += f" [{Path(run).parent.name}]"
     d["path"] = str(run)
