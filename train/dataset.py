@@ -106,6 +106,7 @@ class Batcher:
         else:
             k = int(2 * MEL_SHIFT.get(task, 0.0))
             self.banks = {s: FeatureBank(warp_bank(full, 2.0 ** (s / 24))) for s in range(-k, k + 1)}
+        self.shifts = list(self.banks)
         self.weights = np.array([len(it.levels) for it in items], dtype=float)
         self.weights /= self.weights.sum()
 
@@ -142,8 +143,8 @@ class Batcher:
         shift = 0
         if self.augment:
             spec = self._augment(spec)
-            if len(self.banks) > 1:
-                shift = list(self.banks)[int(self.rng.integers(len(self.banks)))]
+            if len(self.shifts) > 1:
+                shift = self.shifts[int(self.rng.integers(len(self.shifts)))]
         feats = self.features(spec, shift)
         return feats, self._targets(np.stack(tgs), np.stack(lvs), shift)
 
