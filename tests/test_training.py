@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -49,7 +50,7 @@ def test_three_round_lottery_writes_loadable_bundles(mode, tiny_data, tmp_path):
     args = [sys.executable, "-m", "train", "lottery", "--task", "drums", "--data", str(tiny_data("drums")), "--out",
             str(out), "--mode", mode, "--rate", "0.3", "--width", "0.25", *FAST]
     if mode == "trim":
-        args += ["--min-keep", "0.1"]
+        args += ["--min-keep", "0.1", "--distill", "0.5"]
     r = run_cli(args + ["--rounds", "2"])
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     r = run_cli(args + ["--rounds", "3"])  # resumes from round 2
@@ -67,11 +68,39 @@ def test_three_round_lottery_writes_loadable_bundles(mode, tiny_data, tmp_path):
     if mode == "trim":
         assert params[0] > params[1] > params[2] > params[3]
         assert rounds[3]["bytes"] < rounds[0]["bytes"]
-        assert json.loads((out / "rounds.json").read_text())["settings"]["min_keep"] == 0.1
+        settings = json.loads((out / "rounds.json").read_text())["settings"]
+        assert settings["min_keep"] == 0.1 and settings["distill"] == 0.5
+        from train.lottery import LotteryRun
+        from train.nets import count_params
+
+        ns = SimpleNamespace(a=SimpleNamespace(distill=0.5), out=out)
+        teacher = LotteryRun.teacher(ns, st)  # the distillation teacher is the dense round 0, frozen
+        assert count_params(teacher) == params[0] and not any(p.requires_grad for p in teacher.parameters())
     else:  # masks keep the dense shape and report their true non-zero count
         assert len(set(params)) == 1
         assert nonzero[0] > nonzero[1] > nonzero[2] > nonzero[3]
         assert 0.25 < nonzero[3] / nonzero[0] < 0.5  # about 0.7^3 of the maskable weights
+
+
+@pytest.mark.parametrize("task", ["pitch", "onset", "chord", "drums", "instrument"])
+def test_distill_loss_is_minimal_at_the_teachers_outputs(task):
+    from train.dataset import IGNORE
+    from train.fit import distill_loss
+
+    torch.manual_seed(0)
+    shape = {"pitch": (2, 361, 9), "chord": (2, 25, 9), "instrument": (2, 12, 9)}.get(task, (2, 9, 5))
+    teacher = torch.randn(shape) * 3
+    target = torch.zeros(2, 9, dtype=torch.long)
+    target[:, :4] = IGNORE  # silent instrument frames: not scored
+    at = teacher.clone().requires_grad_(True)
+    distill_loss(task, at, teacher, target).backward()
+    assert at.grad.abs().max() < 1e-6  # the teacher's own outputs are the optimum
+    other = torch.randn(shape).requires_grad_(True)
+    off = distill_loss(task, other, teacher, target)
+    off.backward()
+    assert off > distill_loss(task, teacher, teacher, target) + 0.1
+    if task == "instrument":
+        assert other.grad[..., :4].abs().max() == 0 and other.grad[..., 4:].abs().max() > 0
 
 
 def test_report_writes_table_and_figures(tiny_data, tmp_path):

@@ -48,6 +48,18 @@ def loss_fn(task: str, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(y, target, ignore_index=IGNORE)
 
 
+def distill_loss(task: str, y: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Knowledge distillation (Hinton et al. 2015, temperature 1): the student's outputs against the
+    dense parent's soft ones, in each task's own likelihood. Sigmoid outputs (pitch salience and voicing,
+    onsets, drums) are matched per unit by binary cross-entropy; softmax tasks by cross-entropy on the
+    frames the task loss scores (instrument ignores silent frames). Minimal where ``y == teacher``."""
+    if task in ("pitch", "onset", "drums"):
+        return F.binary_cross_entropy_with_logits(y, torch.sigmoid(teacher))
+    ce = -(F.softmax(teacher, 1) * F.log_softmax(y, 1)).sum(1)  # (batch, frames)
+    keep = (target != IGNORE).float()
+    return (ce * keep).sum() / keep.sum().clamp(min=1)
+
+
 # -- evaluation through the engine ---------------------------------------------------------
 def run_probs(task: str, net: FrameNet, items: list[Item]) -> list[tuple[Item, list]]:
     """Engine outputs per item, decoded later (so decoder settings can be tuned without rerunning)."""
@@ -161,8 +173,10 @@ def tune_on(task: str, recs: list, decoder: dict | None = None) -> tuple[dict, d
 def train_epochs(task: str, net: FrameNet, batcher: Batcher, valid: list[Item], epochs: int, lr: float,
                  batch: int, ckpt_dir: Path | None = None, masks: dict | None = None, patience: int = 5,
                  label: str = "fit", keep_epochs: tuple[int, ...] = (),
-                 steps: int = STEPS_PER_EPOCH) -> tuple[FrameNet, dict]:
-    """Train with early stopping on the validation headline; returns the best net and history."""
+                 steps: int = STEPS_PER_EPOCH, teacher: FrameNet | None = None,
+                 distill: float = 0.0) -> tuple[FrameNet, dict]:
+    """Train with early stopping on the validation headline; returns the best net and history.
+    With a ``teacher`` the loss is ``(1 - distill) * task loss + distill * distill_loss``."""
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.3, patience=2)
     best_state, best_score, best_epoch, history = None, -1.0, 0, []
@@ -178,6 +192,10 @@ def train_epochs(task: str, net: FrameNet, batcher: Batcher, valid: list[Item], 
                 x, y = batcher.sample(batch)
                 out, _ = net(x, torch.zeros(0))
                 loss = loss_fn(task, out, y)
+                if teacher is not None and distill > 0:
+                    with torch.no_grad():
+                        soft, _ = teacher(x, torch.zeros(0))
+                    loss = (1 - distill) * loss + distill * distill_loss(task, out, soft, y)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

@@ -1,8 +1,8 @@
 """Lottery tickets with late rewinding: train dense, then per round rank, remove ``rate`` of what
 remains (whole units for ``trim``, single weights for ``mask``), rewind survivors to their epoch-k
 values (or re-initialise them, or keep their trained values: ``finetune``, the classic
-prune-then-fine-tune control of Renda et al. 2020), retrain, evaluate and export a bundle.
-Resumable per round."""
+prune-then-fine-tune control of Renda et al. 2020), retrain (optionally distilling the dense
+parent's outputs, ``--distill``), evaluate and export a bundle. Resumable per round."""
 
 from __future__ import annotations
 
@@ -61,18 +61,21 @@ class LotteryRun:
         self.state_path = self.out / "state.pt"
         self.results_path = self.out / "rounds.json"
         self.commit = git_head()  # the code this process imported, recorded with every round
-        self.name = run_name(args.task, args.mode, args.criterion, args.scope, args.reset, args.seed, args.min_keep)
+        self.name = run_name(args.task, args.mode, args.criterion, args.scope, args.reset, args.seed, args.min_keep,
+                             args.distill)
         if args.mode == "mask" and args.criterion != "magnitude":
             raise UserError("--mode mask ranks single weights by magnitude only (use --criterion magnitude)")
         if not 0 < args.rate < 1:
             raise UserError("--rate must be in (0, 1)")
         if not 0 <= args.min_keep < 1:
             raise UserError("--min-keep must be in [0, 1)")
+        if not 0 <= args.distill <= 1:
+            raise UserError("--distill must be in [0, 1]")
 
     def settings(self) -> dict:
         a = self.a
         keys = ("task", "mode", "criterion", "scope", "reset", "rounds", "rate", "rewind_epoch", "epochs", "batch",
-                "lr", "seed", "width", "steps", "min_keep")
+                "lr", "seed", "width", "steps", "min_keep", "distill")
         parent = getattr(a, "init_from", None)
         return {k: getattr(a, k) for k in keys} | {"init_from": str(parent) if parent else None}
 
@@ -89,6 +92,7 @@ class LotteryRun:
         st = torch.load(self.state_path, weights_only=True)
         now = self.settings()
         st["settings"].setdefault("min_keep", 0.0)  # runs from before --min-keep
+        st["settings"].setdefault("distill", 0.0)  # runs from before --distill
         diff = [f"--{k.replace('_', '-')} {v} (asked {now.get(k)})" for k, v in st["settings"].items()
                 if k != "rounds" and now.get(k) != v]
         if diff:
@@ -107,7 +111,7 @@ class LotteryRun:
         remaining = (params if self.a.mode == "trim" else nonzero) / dense
         info = {"round": rnd, "mode": "dense" if rnd == 0 else self.a.mode, "criterion": self.a.criterion,
                 "scope": self.a.scope, "reset": self.a.reset, "seed": self.a.seed, "rewind_epoch": self.a.rewind_epoch,
-                "min_keep": self.a.min_keep,
+                "min_keep": self.a.min_keep, "distill": self.a.distill,
                 "fraction_removed": round(1 - remaining, 4), "dense_params": dense,
                 "scores": {"valid": valid, "test": test}, "train_seconds": round(time.time() - t0, 1)}
         if "dense_fit" in train_info:  # round 0 came from a `train fit` run
@@ -155,6 +159,17 @@ class LotteryRun:
             raise UserError(f"{self.out}: this run predates --min-keep (no dense widths recorded)")
         return width_floor(st["dense_widths"], self.a.min_keep)
 
+    def teacher(self, st: dict) -> FrameNet | None:
+        """``--distill``: the dense round-0 model, frozen, whose outputs the trimmed rounds learn."""
+        if not self.a.distill:
+            return None
+        if "dense" not in st:
+            raise UserError(f"{self.out}: this run predates --distill (no dense weights kept)")
+        net = _net_from(st["dense"]["cfg"], st["dense"]["state"]).eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return net
+
     # -- the loop ----------------------------------------------------------------------------
     def go(self) -> None:
         a = self.a
@@ -176,11 +191,13 @@ class LotteryRun:
                 rewind = info["saved"].get(a.rewind_epoch, init if a.rewind_epoch == 0 else net.state_dict())
             st = {"settings": self.settings(), "round": 0, "cfg": copy.deepcopy(net.cfg_dict),
                   "net": net.state_dict(), "rewind": rewind, "rewind_cfg": copy.deepcopy(net.cfg_dict),
-                  "masks": None, "dense_params": None, "dense_widths": dense_widths(net), "results": []}
+                  "masks": None, "dense_params": None, "dense_widths": dense_widths(net), "results": [],
+                  "dense": {"cfg": copy.deepcopy(net.cfg_dict), "state": copy.deepcopy(net.state_dict())}}
             self.record(st, net, 0, data, info, t0)
             st["dense_params"] = st["results"][0]["params"]
             st["results"][0]["remaining"] = 1.0
             self.save(st)
+        teacher = self.teacher(st)
         for rnd in range(st["round"] + 1, a.rounds + 1):
             t0 = time.time()
             seed_all(a.seed * 1000 + rnd)
@@ -213,7 +230,8 @@ class LotteryRun:
                 net = _net_from(*start)
                 apply_masks(net, masks)
             net, info = train_epochs(a.task, net, b, data["valid"], a.epochs, a.lr, a.batch, masks=masks,
-                                     label=f"{self.name} round {rnd}", steps=a.steps)
+                                     label=f"{self.name} round {rnd}", steps=a.steps, teacher=teacher,
+                                     distill=a.distill)
             st["round"], st["cfg"], st["net"], st["masks"] = rnd, copy.deepcopy(net.cfg_dict), net.state_dict(), masks
             self.record(st, net, rnd, data, info, t0)
             self.save(st)

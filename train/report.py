@@ -22,6 +22,8 @@ def load_run(run: Path) -> dict:
         f"mask magnitude {s['reset']}"
     if s.get("min_keep"):
         d["label"] += f" keep≥{s['min_keep']:g}"
+    if s.get("distill"):
+        d["label"] += f" distill {s['distill']:g}"
     if s.get("width", 1.0) != 1.0:
         d["label"] += f" w{s['width']:g}"
     if s.get("rate", 0.2) != 0.2:  # the paper's rate is the unmarked default
