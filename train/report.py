@@ -64,11 +64,12 @@ def figures(runs: list[dict], out: Path) -> list[Path]:
     tasks = sorted({r["settings"]["task"] for r in runs})
     for xkey, xlabel, name in (("remaining", "remaining parameters (fraction of dense, log)", "score_vs_params"),
                                ("latency_ms_p50", "latency per hop, ms (single thread, log)", "score_vs_latency")):
-        fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+        n_legend = max(sum(r["settings"]["task"] == t for r in runs) for t in tasks)  # legends go below the axes
+        fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.6 + 0.16 * n_legend), squeeze=False)
         for ax, task in zip(axes[0], tasks):
             for run in [r for r in runs if r["settings"]["task"] == task]:
                 xs = [row[xkey] if xkey != "remaining" else max(row["remaining"], 1e-4) for row in run["rounds"]]
-                ax.plot(xs, [row["test"] for row in run["rounds"]], "o-", label=run["label"])
+                ax.plot(xs, [row["test"] for row in run["rounds"]], "o-", label=f"{run['label']} s{run['settings']['seed']}")
             ax.set_xscale("log")
             if xkey == "remaining":
                 ax.invert_xaxis()
@@ -76,7 +77,7 @@ def figures(runs: list[dict], out: Path) -> list[Path]:
             ax.set_xlabel(xlabel, fontsize=8)
             ax.set_ylabel(f"test {HEADLINE[task]}")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2))
         fig.tight_layout()
         p = out / f"{name}.png"
         fig.savefig(p, dpi=110)
