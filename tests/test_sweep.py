@@ -77,14 +77,15 @@ def test_results_commands_reproduce_min_keep_and_retune():
 
     settings = {"task": "drums", "mode": "trim", "criterion": "batchnorm", "scope": "global", "reset": "finetune",
                 "rounds": 2, "rate": 0.2, "rewind_epoch": 1, "epochs": 6, "steps": 120, "width": 1.0, "seed": 0}
-    row = {"task": "drums", "run": "runs/d", "settings": {**settings, "min_keep": 0.25}, "dense": rnd(0, 0.0, 0.8),
-           "shipped": rnd(2, 0.9, 0.8), "within_1pt": True, "removed_90": True, "analyze_test": None,
-           "dev_real_dense": None, "dev_real_shipped": None, "retuned": ["runs/d/bundles/drums-trim-r02.ts"]}
+    row = {"task": "drums", "run": "runs/d", "settings": {**settings, "min_keep": 0.25, "distill": 0.5},
+           "dense": rnd(0, 0.0, 0.8), "shipped": rnd(2, 0.9, 0.8), "within_1pt": True, "removed_90": True,
+           "analyze_test": None, "dev_real_dense": None, "dev_real_shipped": None,
+           "retuned": ["runs/d/bundles/drums-trim-r02.ts"]}
     md = results_markdown([row])
-    assert "--seed 0 --min-keep 0.25" in md
+    assert "--seed 0 --min-keep 0.25 --distill 0.5" in md
     assert "python -m train retune runs/d/bundles/drums-trim-r02.ts --data data/drums" in md
     md = results_markdown([{**row, "settings": settings, "retuned": []}])  # older rows: neither
-    assert "--min-keep" not in md and "retune" not in md and "train fit" not in md
+    assert "--min-keep" not in md and "--distill" not in md and "retune" not in md and "train fit" not in md
     parent = {"run": "runs/d-fit", "epochs": 40, "steps": 100, "best_epoch": 30}
     md = results_markdown([{**row, "dense_fit": parent}])
     assert "python -m train fit --task drums --data data/drums --out runs/d-fit --epochs 40 --steps 100" in md

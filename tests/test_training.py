@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -70,11 +69,10 @@ def test_three_round_lottery_writes_loadable_bundles(mode, tiny_data, tmp_path):
         assert rounds[3]["bytes"] < rounds[0]["bytes"]
         settings = json.loads((out / "rounds.json").read_text())["settings"]
         assert settings["min_keep"] == 0.1 and settings["distill"] == 0.5
-        from train.lottery import LotteryRun
+        from train.lottery import dense_teacher
         from train.nets import count_params
 
-        ns = SimpleNamespace(a=SimpleNamespace(distill=0.5), out=out)
-        teacher = LotteryRun.teacher(ns, st)  # the distillation teacher is the dense round 0, frozen
+        teacher = dense_teacher(st, out)  # the distillation teacher is the dense round 0, frozen
         assert count_params(teacher) == params[0] and not any(p.requires_grad for p in teacher.parameters())
     else:  # masks keep the dense shape and report their true non-zero count
         assert len(set(params)) == 1

@@ -52,6 +52,16 @@ def _nonzero(net: torch.nn.Module) -> int:
     return int(sum(int((p != 0).sum()) for p in net.parameters()))
 
 
+def dense_teacher(st: dict, where: Path) -> FrameNet:
+    """``--distill``: the run's dense round-0 model, frozen, whose outputs the trimmed rounds learn."""
+    if "dense" not in st:
+        raise UserError(f"{where}: this run predates --distill (no dense weights kept)")
+    net = _net_from(st["dense"]["cfg"], st["dense"]["state"]).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
 class LotteryRun:
     def __init__(self, args) -> None:
         self.a = args
@@ -159,17 +169,6 @@ class LotteryRun:
             raise UserError(f"{self.out}: this run predates --min-keep (no dense widths recorded)")
         return width_floor(st["dense_widths"], self.a.min_keep)
 
-    def teacher(self, st: dict) -> FrameNet | None:
-        """``--distill``: the dense round-0 model, frozen, whose outputs the trimmed rounds learn."""
-        if not self.a.distill:
-            return None
-        if "dense" not in st:
-            raise UserError(f"{self.out}: this run predates --distill (no dense weights kept)")
-        net = _net_from(st["dense"]["cfg"], st["dense"]["state"]).eval()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        return net
-
     # -- the loop ----------------------------------------------------------------------------
     def go(self) -> None:
         a = self.a
@@ -197,7 +196,7 @@ class LotteryRun:
             st["dense_params"] = st["results"][0]["params"]
             st["results"][0]["remaining"] = 1.0
             self.save(st)
-        teacher = self.teacher(st)
+        teacher = dense_teacher(st, self.out) if a.distill else None
         for rnd in range(st["round"] + 1, a.rounds + 1):
             t0 = time.time()
             seed_all(a.seed * 1000 + rnd)
