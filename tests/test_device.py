@@ -28,7 +28,10 @@ SERVER = f"edgemirtest{os.getpid()}"
 @pytest.fixture()
 def jack_server():
     env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_DEFAULT_SERVER=SERVER)
-    proc = subprocess.Popen(["jackd", "-n", SERVER, "-d", "dummy", "-r", "16000", "-p", "160", "-C", "2", "-P", "2"],
+    # -S (synchronous): a late client delays the dummy clock instead of missing cycles. In the default
+    # asynchronous mode a busy 2-core VM made JACK skip 4 periods of the capture client mid-clip, with no
+    # xrun reported to PortAudio, and the live events after the gap moved 40 ms against the offline ones.
+    proc = subprocess.Popen(["jackd", "-S", "-n", SERVER, "-d", "dummy", "-r", "16000", "-p", "160", "-C", "2", "-P", "2"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.5)
     if proc.poll() is not None:
