@@ -72,7 +72,7 @@ def test_three_round_lottery_writes_loadable_bundles(mode, tiny_data, tmp_path):
         from train.lottery import dense_teacher
         from train.nets import count_params
 
-        teacher = dense_teacher(st, out)  # the distillation teacher is the dense round 0, frozen
+        teacher = dense_teacher(st)  # the distillation teacher is the dense round 0, frozen
         assert count_params(teacher) == params[0] and not any(p.requires_grad for p in teacher.parameters())
     else:  # masks keep the dense shape and report their true non-zero count
         assert len(set(params)) == 1

@@ -52,10 +52,9 @@ def _nonzero(net: torch.nn.Module) -> int:
     return int(sum(int((p != 0).sum()) for p in net.parameters()))
 
 
-def dense_teacher(st: dict, where: Path) -> FrameNet:
-    """``--distill``: the run's dense round-0 model, frozen, whose outputs the trimmed rounds learn."""
-    if "dense" not in st:
-        raise UserError(f"{where}: this run predates --distill (no dense weights kept)")
+def dense_teacher(st: dict) -> FrameNet:
+    """``--distill``: the run's dense round-0 model, frozen, whose outputs the trimmed rounds learn.
+    (A run from before --distill cannot get here: its settings say distill 0, so ``load`` refuses it.)"""
     net = _net_from(st["dense"]["cfg"], st["dense"]["state"]).eval()
     for p in net.parameters():
         p.requires_grad_(False)
@@ -196,7 +195,7 @@ class LotteryRun:
             st["dense_params"] = st["results"][0]["params"]
             st["results"][0]["remaining"] = 1.0
             self.save(st)
-        teacher = dense_teacher(st, self.out) if a.distill else None
+        teacher = dense_teacher(st) if a.distill else None
         for rnd in range(st["round"] + 1, a.rounds + 1):
             t0 = time.time()
             seed_all(a.seed * 1000 + rnd)
