@@ -50,6 +50,8 @@ def test_three_round_lottery_writes_loadable_bundles(mode, tiny_data, tmp_path):
             str(out), "--mode", mode, "--rate", "0.3", "--width", "0.25", *FAST]
     if mode == "trim":
         args += ["--min-keep", "0.1", "--distill", "0.5"]
+    else:  # three rounds of 0.3 would remove ~66% of the maskable weights: round 3 lands on 60% instead
+        args += ["--target", "0.6"]
     r = run_cli(args + ["--rounds", "2"])
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     r = run_cli(args + ["--rounds", "3"])  # resumes from round 2
@@ -78,6 +80,10 @@ def test_three_round_lottery_writes_loadable_bundles(mode, tiny_data, tmp_path):
         assert len(set(params)) == 1
         assert nonzero[0] > nonzero[1] > nonzero[2] > nonzero[3]
         assert 0.25 < nonzero[3] / nonzero[0] < 0.5  # about 0.7^3 of the maskable weights
+        assert int(0.4 * nonzero[0]) - 2 <= nonzero[3] <= int(0.4 * nonzero[0])  # landed on --target 0.6
+        assert rounds[3]["rate"] < 0.3 == rounds[2]["rate"]
+        r = run_cli(args + ["--rounds", "5"])  # the target is reached: no further round
+        assert r.returncode == 0 and len(json.loads((out / "rounds.json").read_text())["rounds"]) == 4
 
 
 @pytest.mark.parametrize("task", ["pitch", "onset", "chord", "drums", "instrument"])

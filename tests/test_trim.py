@@ -12,7 +12,20 @@ import torch
 
 from train.export import export, flops_per_second, task_model
 from train.nets import FrameNet, NetConfig, build
-from train.trim import Group, dense_widths, groups, importance, plan, remove_units, update_masks, width, width_floor
+from train.trim import (
+    Group,
+    apply_plan,
+    dense_widths,
+    groups,
+    importance,
+    landing_rate,
+    mask_landing_rate,
+    plan,
+    remove_units,
+    update_masks,
+    width,
+    width_floor,
+)
 
 torch.manual_seed(0)
 
@@ -117,6 +130,38 @@ def test_plan_removes_about_the_rate_and_keeps_min_width(scope):
     assert after < 0.5 * before
     for conv in net.conv1d:
         assert conv.out_channels >= 2
+
+
+@pytest.mark.parametrize("scope", ["global", "local"])
+def test_landing_rate_removes_just_enough_to_reach_the_target(scope):
+    net = build("drums", width=0.5)
+    scores = importance(net, "magnitude")
+    count = lambda n: sum(p.numel() for p in n.parameters())  # noqa: E731
+
+    def left(rate: float) -> int:
+        n = copy.deepcopy(net)
+        apply_plan(n, plan(n, scores, rate, scope))
+        return count(n)
+
+    dense = count(net)
+    goal = int(0.7 * dense)
+    r = landing_rate(net, scores, 0.5, scope, goal)
+    assert 0 < r < 0.5 and left(r) <= goal < left(r - 1e-4)  # reaches the goal, and no smaller rate does
+    assert count(net) == dense  # the net itself is untouched
+    assert landing_rate(net, scores, 0.2, scope, goal) == 0.2  # the round's rate does not reach it: unchanged
+
+
+def test_mask_landing_rate_leaves_the_goal_in_non_zero_weights():
+    net = build("onset", width=0.25)
+    nonzero = lambda: sum(int((p != 0).sum()) for p in net.parameters())  # noqa: E731
+    goal = int(0.9 * nonzero())
+    masks = update_masks(net, None, mask_landing_rate(net, None, 0.2, goal))
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if n in masks:
+                p.mul_(masks[n])
+    assert goal - 2 <= nonzero() <= goal
+    assert mask_landing_rate(net, masks, 0.2, goal - 10**6) == 0.2
 
 
 def test_information_and_activation_criteria_rank_every_unit():

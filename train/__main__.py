@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="every layer keeps at least this fraction of its dense width (trim; default: 2 units)")
     lt.add_argument("--distill", type=float, default=0.0,
                     help="weight of the dense parent's soft outputs in each round's loss (0: off, 1: only them)")
+    lt.add_argument("--target", type=float, default=0.0,
+                    help="stop at the round that removes this fraction of the dense parameters, landing on it "
+                         "(0: run all --rounds)")
     lt.add_argument("--init-from", type=Path, help="a finished `train fit` run to use as round 0 (same settings)")
 
     for sp in (f, lt):
@@ -96,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--resets", default="rewind")
     sw.add_argument("--seeds", default="0")
     for k, t in (("rounds", int), ("rate", float), ("epochs", int), ("steps", int), ("width", float),
-                 ("rewind-epoch", int), ("limit", int), ("min-keep", float), ("distill", float)):
+                 ("rewind-epoch", int), ("limit", int), ("min-keep", float), ("distill", float),
+                 ("target", float)):
         sw.add_argument(f"--{k}", type=t, help="passed to every run")
     rp = sub.add_parser("reproduce", help="render data and rerun the shipped recipes (train/recipes), then ship")
     rp.add_argument("--tasks", help="comma-separated (default: all five)")

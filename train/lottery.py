@@ -2,7 +2,9 @@
 remains (whole units for ``trim``, single weights for ``mask``), rewind survivors to their epoch-k
 values (or re-initialise them, or keep their trained values: ``finetune``, the classic
 prune-then-fine-tune control of Renda et al. 2020), retrain (optionally distilling the dense
-parent's outputs, ``--distill``), evaluate and export a bundle. Resumable per round."""
+parent's outputs, ``--distill``), evaluate and export a bundle. With ``--target F`` the run stops
+at the round that removes F of the dense parameters, and that round removes only what reaches F.
+Resumable per round."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from train.export import export
 from train.fit import STEPS_PER_EPOCH, apply_masks, load_data, seed_all, train_epochs, tune_and_score
 from train.nets import FrameNet, NetConfig, build, count_params
 from train.sweep import run_name
-from train.trim import apply_plan, dense_widths, importance, plan, update_masks, width_floor
+from train.trim import apply_plan, dense_widths, importance, landing_rate, mask_landing_rate, plan, update_masks, width_floor
 
 # what a `train fit` parent must share with the lottery run that starts from it (not epochs or steps)
 PARENT_SETTINGS = ("task", "batch", "lr", "seed", "width")
@@ -71,7 +73,7 @@ class LotteryRun:
         self.results_path = self.out / "rounds.json"
         self.commit = git_head()  # the code this process imported, recorded with every round
         self.name = run_name(args.task, args.mode, args.criterion, args.scope, args.reset, args.seed, args.min_keep,
-                             args.distill)
+                             args.distill, args.target)
         if args.mode == "mask" and args.criterion != "magnitude":
             raise UserError("--mode mask ranks single weights by magnitude only (use --criterion magnitude)")
         if not 0 < args.rate < 1:
@@ -80,11 +82,13 @@ class LotteryRun:
             raise UserError("--min-keep must be in [0, 1)")
         if not 0 <= args.distill <= 1:
             raise UserError("--distill must be in [0, 1]")
+        if not 0 <= args.target < 1:
+            raise UserError("--target must be in [0, 1) (a fraction of the dense parameters; 0: off)")
 
     def settings(self) -> dict:
         a = self.a
         keys = ("task", "mode", "criterion", "scope", "reset", "rounds", "rate", "rewind_epoch", "epochs", "batch",
-                "lr", "seed", "width", "steps", "min_keep", "distill")
+                "lr", "seed", "width", "steps", "min_keep", "distill", "target")
         parent = getattr(a, "init_from", None)
         return {k: getattr(a, k) for k in keys} | {"init_from": str(parent) if parent else None}
 
@@ -102,6 +106,7 @@ class LotteryRun:
         now = self.settings()
         st["settings"].setdefault("min_keep", 0.0)  # runs from before --min-keep
         st["settings"].setdefault("distill", 0.0)  # runs from before --distill
+        st["settings"].setdefault("target", 0.0)  # runs from before --target
         diff = [f"--{k.replace('_', '-')} {v} (asked {now.get(k)})" for k, v in st["settings"].items()
                 if k != "rounds" and now.get(k) != v]
         if diff:
@@ -110,7 +115,8 @@ class LotteryRun:
         return st
 
     # -- evaluation and export ---------------------------------------------------------------
-    def record(self, st: dict, net: FrameNet, rnd: int, data: dict, train_info: dict, t0: float) -> None:
+    def record(self, st: dict, net: FrameNet, rnd: int, data: dict, train_info: dict, t0: float,
+               rate: float = 0.0) -> None:
         task = self.a.task
         kw, valid = tune_and_score(task, net, data["valid"])
         _, test = tune_and_score(task, net, data["test"], kw)
@@ -120,7 +126,7 @@ class LotteryRun:
         remaining = (params if self.a.mode == "trim" else nonzero) / dense
         info = {"round": rnd, "mode": "dense" if rnd == 0 else self.a.mode, "criterion": self.a.criterion,
                 "scope": self.a.scope, "reset": self.a.reset, "seed": self.a.seed, "rewind_epoch": self.a.rewind_epoch,
-                "min_keep": self.a.min_keep, "distill": self.a.distill,
+                "min_keep": self.a.min_keep, "distill": self.a.distill, "rate": rate, "target": self.a.target,
                 "fraction_removed": round(1 - remaining, 4), "dense_params": dense,
                 "scores": {"valid": valid, "test": test}, "train_seconds": round(time.time() - t0, 1)}
         if "dense_fit" in train_info:  # round 0 came from a `train fit` run
@@ -132,7 +138,8 @@ class LotteryRun:
                "bytes": card["bytes"], "latency_ms_p50": card["latency_ms_per_hop"]["p50"],
                "valid": metrics.HEADLINE[task] and valid[metrics.HEADLINE[task]],
                "test": test[metrics.HEADLINE[task]], "test_all": test, "decoder": kw, "bundle": str(path.name),
-               "best_epoch": train_info.get("best_epoch"), "seconds": info["train_seconds"], "commit": self.commit}
+               "rate": rate, "best_epoch": train_info.get("best_epoch"), "seconds": info["train_seconds"],
+               "commit": self.commit}
         if "dense_fit" in info:
             row["dense_fit"] = info["dense_fit"]
         st["results"].append(row)
@@ -168,6 +175,15 @@ class LotteryRun:
             raise UserError(f"{self.out}: this run predates --min-keep (no dense widths recorded)")
         return width_floor(st["dense_widths"], self.a.min_keep)
 
+    def goal(self, st: dict) -> int | None:
+        """``--target``: the most parameters (non-zero ones for ``mask``) the last round may keep."""
+        return int((1 - self.a.target) * st["dense_params"]) if self.a.target else None
+
+    def reached(self, st: dict) -> bool:
+        last = st["results"][-1]
+        kept = last["params"] if self.a.mode == "trim" else last["nonzero_params"]
+        return self.goal(st) is not None and kept <= self.goal(st)
+
     # -- the loop ----------------------------------------------------------------------------
     def go(self) -> None:
         a = self.a
@@ -197,6 +213,9 @@ class LotteryRun:
             self.save(st)
         teacher = dense_teacher(st) if a.distill else None
         for rnd in range(st["round"] + 1, a.rounds + 1):
+            if self.reached(st):
+                console.log(f"{self.name}: round {st['round']} reached --target {a.target:g}; no further rounds")
+                break
             t0 = time.time()
             seed_all(a.seed * 1000 + rnd)
             trained = _net_from(st["cfg"], st["net"]).eval()
@@ -208,8 +227,10 @@ class LotteryRun:
                     cb = Batcher(a.task, data["train"], trained.receptive_field, trained.lookahead,
                                  augment=False, seed=a.seed)
                     calib = [cb.sample(32) for _ in range(4)]
-                removal = plan(trained, importance(trained, a.criterion, calib, a.task), a.rate, a.scope,
-                               floor=self.floor(st))
+                scores = importance(trained, a.criterion, calib, a.task)
+                rate = a.rate if not a.target else landing_rate(trained, scores, a.rate, a.scope, self.goal(st),
+                                                                floor=self.floor(st))
+                removal = plan(trained, scores, rate, a.scope, floor=self.floor(st))
                 rew = _net_from(st["rewind_cfg"], st["rewind"])
                 apply_plan(rew, removal)
                 # a copy: training ``net`` below must not move the epoch-k weights kept for the next round
@@ -222,7 +243,8 @@ class LotteryRun:
                     net = trained
                     apply_plan(net, removal)
             else:
-                masks = update_masks(trained, st["masks"], a.rate)
+                rate = a.rate if not a.target else mask_landing_rate(trained, st["masks"], a.rate, self.goal(st))
+                masks = update_masks(trained, st["masks"], rate)
                 start = {"rewind": (st["rewind_cfg"], st["rewind"]), "reinit": (st["rewind_cfg"], None),
                          "finetune": (st["cfg"], st["net"])}[a.reset]
                 net = _net_from(*start)
@@ -231,7 +253,7 @@ class LotteryRun:
                                      label=f"{self.name} round {rnd}", steps=a.steps, teacher=teacher,
                                      distill=a.distill)
             st["round"], st["cfg"], st["net"], st["masks"] = rnd, copy.deepcopy(net.cfg_dict), net.state_dict(), masks
-            self.record(st, net, rnd, data, info, t0)
+            self.record(st, net, rnd, data, info, t0, rate)
             self.save(st)
 
 

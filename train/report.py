@@ -24,6 +24,8 @@ def load_run(run: Path) -> dict:
         d["label"] += f" keep≥{s['min_keep']:g}"
     if s.get("distill"):
         d["label"] += f" distill {s['distill']:g}"
+    if s.get("target"):
+        d["label"] += f" target {s['target']:.0%}"
     if s.get("width", 1.0) != 1.0:
         d["label"] += f" w{s['width']:g}"
     if s.get("rate", 0.2) != 0.2:  # the paper's rate is the unmarked default

@@ -161,6 +161,7 @@ def results_markdown(rows: list[dict]) -> str:
                  f"--rate {s['rate']} --rewind-epoch {s['rewind_epoch']} --epochs {s['epochs']} --steps {s['steps']} "
                  f"--width {s['width']} --seed {s['seed']}" + (f" --min-keep {s['min_keep']}" if s.get("min_keep") else "")
                  + (f" --distill {s['distill']}" if s.get("distill") else "")
+                 + (f" --target {s['target']}" if s.get("target") else "")
                  + (f" --init-from {fit['run']}" if fit else ""))
         if r.get("retuned"):
             L.append(f"python -m train retune {' '.join(r['retuned'])} --data data/{s['task']} --reason '...'")

@@ -26,11 +26,12 @@ console = Console(stderr=True)
 
 
 def run_name(task: str, mode: str, criterion: str, scope: str, reset: str, seed: int, min_keep: float = 0.0,
-             distill: float = 0.0) -> str:
+             distill: float = 0.0, target: float = 0.0) -> str:
     """A lottery run's name (its folder under runs/ in a sweep, its label in logs)."""
     keep = f"-k{min_keep:g}" if min_keep else ""
     kd = f"-kd{distill:g}" if distill else ""
-    return f"{task}-{mode}-{criterion}-{scope}-{reset}{keep}{kd}-s{seed}"
+    tg = f"-t{target:g}" if target else ""
+    return f"{task}-{mode}-{criterion}-{scope}-{reset}{keep}{kd}{tg}-s{seed}"
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class Job:
     def name(self) -> str:
         o = dict(self.opts)
         return run_name(self.task, self.mode, self.criterion, self.scope, self.reset, self.seed,
-                        float(o.get("min_keep", 0)), float(o.get("distill", 0)))
+                        float(o.get("min_keep", 0)), float(o.get("distill", 0)), float(o.get("target", 0)))
 
     def argv(self, data_root: Path, runs_root: Path) -> list[str]:
         a = [sys.executable, "-m", "train", "lottery", "--task", self.task, "--data", str(data_root / self.task),
@@ -167,7 +168,7 @@ def sweep_command(args) -> int:
                       [int(s) for s in _csv(args.seeds)],
                       {"rounds": args.rounds, "rate": args.rate, "epochs": args.epochs, "steps": args.steps,
                        "width": args.width, "rewind_epoch": args.rewind_epoch, "limit": args.limit,
-                       "min_keep": args.min_keep, "distill": args.distill})
+                       "min_keep": args.min_keep, "distill": args.distill, "target": args.target})
     console.log(f"{len(jobs)} run(s), {args.jobs} at a time")
     return run_all(jobs, args.data_root, args.runs_root, args.jobs, args.dry_run)
 

@@ -9,6 +9,7 @@ torch-pruning does not handle recurrent layers.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -300,6 +301,26 @@ def plan(net: FrameNet, scores: dict[Group, np.ndarray], rate: float, scope: str
     return out
 
 
+def landing_rate(net: FrameNet, scores: dict[Group, np.ndarray], rate: float, scope: str, goal: int,
+                 floor: dict[Group, int] | None = None, steps: int = 24) -> float:
+    """The smallest unit rate (at most ``rate``) whose plan leaves at most ``goal`` parameters, or
+    ``rate`` if even that leaves more: the round that reaches a removal target lands on it instead of
+    overshooting by a whole round. Bisection on the real count after removal, since a plan's cost
+    estimate counts a weight between two trimmed units twice."""
+    def left(r: float) -> int:
+        n = copy.deepcopy(net)
+        apply_plan(n, plan(n, scores, r, scope, floor=floor))
+        return sum(p.numel() for p in n.parameters())
+
+    if left(rate) > goal:
+        return rate
+    lo, hi = 0.0, rate
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if left(mid) <= goal else (mid, hi)
+    return hi
+
+
 def width_floor(widths: dict[str, int], fraction: float) -> dict[Group, int]:
     """Per-layer minimum widths as a fraction of the dense widths (``dense_widths``). Global ranking
     on normalised scores ignores what a unit feeds: on drums it cut the 2-D front-end to 2 and 5 of 16
@@ -325,6 +346,16 @@ def apply_plan(net: FrameNet, removal: dict[Group, list[int]]) -> None:
 def maskable(net: FrameNet) -> list[str]:
     """Weights that masking may zero: every conv, GRU and dense weight, not BN, biases or head."""
     return [n for n, p in net.named_parameters() if "weight" in n and p.dim() > 1 and not n.startswith("head")]
+
+
+def mask_landing_rate(net: FrameNet, masks: dict[str, torch.Tensor] | None, rate: float, goal: int) -> float:
+    """``update_masks``'s rate (at most ``rate``) that leaves at most ``goal`` non-zero parameters."""
+    names = maskable(net)
+    params = dict(net.named_parameters())
+    alive = sum(int(masks[n].sum()) if masks else params[n].numel() for n in names)
+    nonzero = sum(int((p != 0).sum()) for p in net.parameters())
+    need = math.ceil(nonzero - goal)
+    return rate if need <= 0 or need >= rate * alive else (need + 0.5) / alive
 
 
 def update_masks(net: FrameNet, masks: dict[str, torch.Tensor] | None, rate: float) -> dict[str, torch.Tensor]:
