@@ -126,7 +126,8 @@ class Runner:
         cpu = (time.process_time() - self.state.cpu0) / wall * 100 if wall > 0 else 0.0
         comp = list(islice(st.compute_ms, max(0, len(st.compute_ms) - 500), None))
         return {"compute_p50_ms": st.percentile(comp, 50), "compute_p99_ms": st.percentile(comp, 99),
-                "cpu_percent": cpu, "xruns": self.source.xruns, "latency_p50_ms": st.percentile(self.state.latencies, 50),
+                "cpu_percent": cpu, "xruns": self.source.xruns,
+                "gap_s": self.source.gap_seconds, "latency_p50_ms": st.percentile(self.state.latencies, 50),
                 "latency_p99_ms": st.percentile(self.state.latencies, 99), "hops": st.hops,
                 "level_db": self.engine.level_db, "audio_s": self.state.audio_s}
 

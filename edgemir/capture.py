@@ -7,6 +7,11 @@ child, whatever state its backend is in, and starts a fresh one when the device 
 
 The child's callback only copies (down-mixed) samples into a shared-memory ring; the parent reads
 it. Single producer, single consumer: the child owns the write count, the parent the read count.
+
+Besides the backend's overflow flags, gaps in the stream clock are measured: a JACK server skips
+the periods of a late client without always raising PortAudio's overflow flag, but the ADC time of
+the next block jumps. The gap is reported, not filled: a clock that stretches instead of dropping
+samples (JACK's dummy driver in synchronous mode, under load) jumps the same way with nothing lost.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ import numpy as np
 from edgemir.errors import UserError
 from edgemir.labels import SAMPLE_RATE
 
-# header slots (int64): samples written, samples read, overflows, status flags, state
-W, R, OVERFLOW, FLAGS, STATE = range(5)
+# header slots (int64): samples written, samples read, blocks dropped, backend xruns, state, clock gap samples
+W, R, OVERFLOW, FLAGS, STATE, GAP = range(6)
 RUNNING, ENDED = 0, 1
 HEADER = 8 * 8
 
@@ -33,6 +38,15 @@ HEADER = 8 * 8
 def _views(shm: shared_memory.SharedMemory, cap: int) -> tuple[np.ndarray, np.ndarray]:
     return (np.ndarray((8,), dtype=np.int64, buffer=shm.buf[:HEADER]),
             np.ndarray((cap,), dtype=np.float32, buffer=shm.buf[HEADER:HEADER + 4 * cap]))
+
+
+def clock_gap(adc: float, last_adc: float, last_frames: int, rate: int) -> int:
+    """Samples missing between two blocks, from their ADC times (0: none, or no clock: a backend
+    that reports time 0). Below 1.75 periods it is jitter; a skipped period adds a whole one."""
+    if adc <= 0 or last_adc <= 0 or last_frames <= 0:
+        return 0
+    missing = (adc - last_adc) * rate - last_frames
+    return int(round(missing)) if missing > 0.75 * last_frames else 0
 
 
 def _child(device, shm_name: str, cap: int, blocksize: int) -> None:
@@ -60,10 +74,13 @@ def _child(device, shm_name: str, cap: int, blocksize: int) -> None:
         except Exception:
             rate = int(info["default_samplerate"])
         mix = np.zeros(1 << 16, dtype=np.float32)
+        last = [0.0, 0]  # the previous block's ADC time and length
 
         def callback(indata, frames, time_info, status) -> None:  # realtime thread: copy only
             if status.input_overflow:
                 head[FLAGS] += 1
+            head[GAP] += clock_gap(time_info.inputBufferAdcTime, last[0], last[1], rate)
+            last[0], last[1] = time_info.inputBufferAdcTime, frames
             m = mix[:frames]
             if channels == 1:
                 m[:] = indata[:, 0]
@@ -139,6 +156,11 @@ class ProcessDeviceSource:
     @property
     def xruns(self) -> int:
         return int(self.head[OVERFLOW] + self.head[FLAGS]) if self.shm is not None else 0
+
+    @property
+    def gap_seconds(self) -> float:
+        """Time missing between blocks by the stream clock (see the module docstring)."""
+        return float(self.head[GAP]) / self.rate if self.shm is not None else 0.0
 
     @property
     def alive(self) -> bool:

@@ -20,6 +20,7 @@ class Source:
 
     name = "source"
     xruns = 0
+    gap_seconds = 0.0
     nonfinite = 0
 
     def start(self) -> None: ...
@@ -119,6 +120,7 @@ class LiveInput(Source):
         self.delay = self.backoff0
         self.reconnects = 0
         self.lost_xruns = 0
+        self.gaps_before = 0.0  # clock gaps of earlier (closed) devices
         self.total = 0  # samples returned so far (the engine's timeline)
         self.base = 0  # self.total when the current device was opened
         self._open(first=True)
@@ -130,6 +132,10 @@ class LiveInput(Source):
     @property
     def xruns(self) -> int:  # type: ignore[override]
         return self.lost_xruns + (self.inner.xruns if self.inner else 0)
+
+    @property
+    def gap_seconds(self) -> float:  # type: ignore[override]
+        return self.gaps_before + (self.inner.gap_seconds if self.inner else 0.0)
 
     def _open(self, first: bool = False) -> bool:
         try:
@@ -154,8 +160,14 @@ class LiveInput(Source):
 
     def stop(self) -> None:
         if self.inner:
-            self.inner.stop()
-            self.inner = None
+            self._close()
+
+    def _close(self) -> None:
+        """Keep the device's counts (the run's summary reads them after the stop), then kill it."""
+        self.lost_xruns += self.inner.xruns
+        self.gaps_before += self.inner.gap_seconds
+        self.inner.stop()  # kills the capture process, whatever state its backend is in
+        self.inner = None
 
     def read(self, n: int) -> np.ndarray:
         if self.inner is not None:
@@ -164,9 +176,7 @@ class LiveInput(Source):
                 self.total += len(x)
                 return x
             self.log(f"input device lost ({self.inner.name}); re-opening with back-off")
-            self.lost_xruns += self.inner.xruns
-            self.inner.stop()  # kills the capture process, whatever state its backend is in
-            self.inner = None
+            self._close()
             self.retry_at = time.monotonic() + self.delay
         elif time.monotonic() >= self.retry_at:
             self._open()
