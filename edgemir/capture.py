@@ -42,11 +42,13 @@ def _views(shm: shared_memory.SharedMemory, cap: int) -> tuple[np.ndarray, np.nd
 
 def clock_gap(adc: float, last_adc: float, last_frames: int, rate: int) -> int:
     """Samples missing between two blocks, from their ADC times (0: none, or no clock: a backend
-    that reports time 0). Below 1.75 periods it is jitter; a skipped period adds a whole one."""
+    that reports time 0). Pairwise, so that clock drift never adds up. PortAudio stamps a block that
+    straddles two host buffers with the second one's time, up to one block late, so only a gap of
+    more than 1.5 blocks counts (two skipped periods or more)."""
     if adc <= 0 or last_adc <= 0 or last_frames <= 0:
         return 0
     missing = (adc - last_adc) * rate - last_frames
-    return int(round(missing)) if missing > 0.75 * last_frames else 0
+    return int(round(missing)) if missing > 1.5 * last_frames else 0
 
 
 def _child(device, shm_name: str, cap: int, blocksize: int) -> None:

@@ -208,5 +208,6 @@ def test_clock_gap_tells_a_skipped_period_from_jitter():
     rng = np.random.default_rng(0)
     t = np.cumsum(0.01 + rng.uniform(-0.003, 0.003, 200))  # 160-sample blocks at 16 kHz, 3 ms jitter
     assert sum(clock_gap(b, a, 160, 16000) for a, b in zip(t, t[1:])) == 0
+    assert clock_gap(1.02, 1.0, 160, 16000) == 0  # one block late: a straddled host buffer, or one lost
     assert clock_gap(1.03, 1.0, 160, 16000) == 320  # two periods missing
     assert clock_gap(1.03, 0.0, 160, 16000) == 0  # a backend without a clock (time 0)
