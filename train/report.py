@@ -69,9 +69,11 @@ def figures(runs: list[dict], out: Path) -> list[Path]:
         n_legend = max(sum(r["settings"]["task"] == t for r in runs) for t in tasks)  # legends go below the axes
         fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.6 + 0.16 * n_legend), squeeze=False)
         for ax, task in zip(axes[0], tasks):
-            for run in [r for r in runs if r["settings"]["task"] == task]:
+            for i, run in enumerate(r for r in runs if r["settings"]["task"] == task):
                 xs = [row[xkey] if xkey != "remaining" else max(row["remaining"], 1e-4) for row in run["rounds"]]
-                ax.plot(xs, [row["test"] for row in run["rounds"]], "o-", label=f"{run['label']} s{run['settings']['seed']}")
+                # ten colours, then the next ten dashed with squares, so that no two runs look alike
+                ax.plot(xs, [row["test"] for row in run["rounds"]], color=f"C{i % 10}", marker="osD^"[i // 10 % 4],
+                        linestyle=("-", "--", ":", "-.")[i // 10 % 4], label=f"{run['label']} s{run['settings']['seed']}")
             ax.set_xscale("log")
             if xkey == "remaining":
                 ax.invert_xaxis()
