@@ -81,8 +81,9 @@ def _child(device, shm_name: str, cap: int, blocksize: int) -> None:
         def callback(indata, frames, time_info, status) -> None:  # realtime thread: copy only
             if status.input_overflow:
                 head[FLAGS] += 1
-            head[GAP] += clock_gap(time_info.inputBufferAdcTime, last[0], last[1], rate)
-            last[0], last[1] = time_info.inputBufferAdcTime, frames
+            adc = time_info.inputBufferAdcTime
+            head[GAP] += clock_gap(adc, last[0], last[1], rate)
+            last[0], last[1] = adc, frames
             m = mix[:frames]
             if channels == 1:
                 m[:] = indata[:, 0]

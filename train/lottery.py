@@ -22,7 +22,7 @@ from train import metrics
 from train.dataset import Batcher
 from train.export import export
 from train.fit import STEPS_PER_EPOCH, apply_masks, load_data, seed_all, train_epochs, tune_and_score
-from train.nets import FrameNet, NetConfig, build, count_params
+from train.nets import FrameNet, NetConfig, build, count_nonzero, count_params
 from train.sweep import run_name
 from train.trim import apply_plan, dense_widths, importance, landing_rate, mask_landing_rate, plan, update_masks, width_floor
 
@@ -48,10 +48,6 @@ def _net_from(cfg: dict, state: dict | None = None) -> FrameNet:
     if state is not None:
         net.load_state_dict(state)
     return net
-
-
-def _nonzero(net: torch.nn.Module) -> int:
-    return int(sum(int((p != 0).sum()) for p in net.parameters()))
 
 
 def dense_teacher(st: dict) -> FrameNet:
@@ -121,7 +117,7 @@ class LotteryRun:
         kw, valid = tune_and_score(task, net, data["valid"])
         _, test = tune_and_score(task, net, data["test"], kw)
         params = count_params(net)
-        nonzero = _nonzero(net)
+        nonzero = count_nonzero(net)
         dense = st["dense_params"] or params
         remaining = (params if self.a.mode == "trim" else nonzero) / dense
         info = {"round": rnd, "mode": "dense" if rnd == 0 else self.a.mode, "criterion": self.a.criterion,
@@ -227,10 +223,10 @@ class LotteryRun:
                     cb = Batcher(a.task, data["train"], trained.receptive_field, trained.lookahead,
                                  augment=False, seed=a.seed)
                     calib = [cb.sample(32) for _ in range(4)]
-                scores = importance(trained, a.criterion, calib, a.task)
+                scores, floor = importance(trained, a.criterion, calib, a.task), self.floor(st)
                 rate = a.rate if not a.target else landing_rate(trained, scores, a.rate, a.scope, self.goal(st),
-                                                                floor=self.floor(st))
-                removal = plan(trained, scores, rate, a.scope, floor=self.floor(st))
+                                                                floor=floor)
+                removal = plan(trained, scores, rate, a.scope, floor=floor)
                 rew = _net_from(st["rewind_cfg"], st["rewind"])
                 apply_plan(rew, removal)
                 # a copy: training ``net`` below must not move the epoch-k weights kept for the next round

@@ -191,3 +191,8 @@ def build(task: str, width: float = 1.0) -> FrameNet:
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def count_nonzero(model: nn.Module) -> int:
+    """Parameters that are not zero (a masked network keeps its dense shape)."""
+    return int(sum(int((p != 0).sum()) for p in model.parameters()))

@@ -18,7 +18,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from train.nets import FrameNet, GRUStage
+from train.nets import FrameNet, GRUStage, count_nonzero, count_params
 
 CRITERIA = ("magnitude", "batchnorm", "activation", "information")
 
@@ -310,7 +310,7 @@ def landing_rate(net: FrameNet, scores: dict[Group, np.ndarray], rate: float, sc
     def left(r: float) -> int:
         n = copy.deepcopy(net)
         apply_plan(n, plan(n, scores, r, scope, floor=floor))
-        return sum(p.numel() for p in n.parameters())
+        return count_params(n)
 
     if left(rate) > goal:
         return rate
@@ -353,8 +353,7 @@ def mask_landing_rate(net: FrameNet, masks: dict[str, torch.Tensor] | None, rate
     names = maskable(net)
     params = dict(net.named_parameters())
     alive = sum(int(masks[n].sum()) if masks else params[n].numel() for n in names)
-    nonzero = sum(int((p != 0).sum()) for p in net.parameters())
-    need = math.ceil(nonzero - goal)
+    need = math.ceil(count_nonzero(net) - goal)
     return rate if need <= 0 or need >= rate * alive else (need + 0.5) / alive
 
 
