@@ -108,7 +108,7 @@ class Dashboard:
             parts.append(self._drums())
         parts.append(meter)
         parts.append(Text(
-            f"hop p50 {status['compute_p50_ms']:.2f} ms p99 {status['compute_p99_ms']:.2f} ms | "
-            f"CPU {status['cpu_percent']:.0f}% | xruns {status['xruns']} | "
-            f"latency p50 {status['latency_p50_ms']:.0f} ms p99 {status['latency_p99_ms']:.0f} ms", style="dim"))
+            f"p50/p99 block {status['compute_p50_ms']:.2f}/{status['compute_p99_ms']:.2f} ms, latency "
+            f"{status['latency_p50_ms']:.0f}/{status['latency_p99_ms']:.0f} ms | CPU {status['cpu_percent']:.0f}% | "
+            f"xruns {status['xruns']}, gaps {status['gap_s']:.1f} s", style="dim"))
         return Group(*parts)

@@ -173,6 +173,7 @@ def test_live_display_in_80x24_terminal(tiny_bundles, tiny_data, tmp_path):
                 break
         assert "EXIT=0" in screen, screen
         assert "tuner" in screen and "chord" in screen and "drums" in screen and "Traceback" not in screen
+        assert "xruns 0, gaps 0.0 s" in screen  # the status line keeps the stream-clock gaps in view
         assert all(len(line) <= 80 for line in screen.splitlines())
     finally:
         subprocess.run(["tmux", "kill-session", "-t", sess], capture_output=True)
