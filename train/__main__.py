@@ -1,4 +1,4 @@
-"""``python -m train``: data, evaluate, fit, lottery, report, sweep."""
+"""``python -m train``: data, evaluate, fit, lottery, report, sweep, ship, peers."""
 
 from __future__ import annotations
 
@@ -14,6 +14,12 @@ from edgemir.labels import TASKS
 def _task(s: str) -> str:
     if s not in TASKS:
         raise argparse.ArgumentTypeError(f"unknown task {s!r} (choose from {', '.join(TASKS)})")
+    return s
+
+
+def _peer_task(s: str) -> str:
+    if s not in ("pitch", "onset"):
+        raise argparse.ArgumentTypeError(f"no peers for {s!r} (pitch, onset)")
     return s
 
 
@@ -120,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--data", type=Path, required=True, help="the task's data folder (valid/ and test/)")
     rt.add_argument("--reason", required=True)
 
+    pe = sub.add_parser("peers", help="score and time other tools (aubio, librosa) like the shipped bundles")
+    pe.add_argument("--data", type=Path, default=Path("data"), help="folder with TASK/valid and TASK/test")
+    pe.add_argument("--dev-real", type=Path, help="shared/dev-real, scored too when given")
+    pe.add_argument("--models", type=Path, default=Path(__file__).resolve().parents[1] / "edgemir" / "models")
+    pe.add_argument("--tasks", type=lambda s: [_peer_task(t) for t in s.split(",")], default=["pitch", "onset"])
+    pe.add_argument("--out", type=Path, required=True)
+
     r = sub.add_parser("report", help="table and figures from lottery runs")
     r.add_argument("runs", nargs="+", type=Path)
     r.add_argument("--out", type=Path, required=True)
@@ -180,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             for b in args.bundles:
                 card = retune(b, args.data, args.reason)
                 print(f"retuned {b}: decoder {card['decoder']}, test {json.dumps(card['scores']['test'])}")
+        elif args.cmd == "peers":
+            from train.peers import peers_command
+
+            peers_command(args)
         elif args.cmd == "report":
             from train.report import report_command
 
