@@ -101,10 +101,11 @@ def librosa_onsets(env, delta: float) -> tuple:
 
 # name: (task, raw analysis, decode, settings tried on valid, what the setting is)
 PEERS: dict[str, tuple[str, Raw, Decode, list[float], str]] = {
-    "aubio pitch (yinfft)": ("pitch", audio, aubio_yinfft, [-90, -70, -60, -50, -40, -30], "silence dB"),
-    "librosa.pyin": ("pitch", librosa_pyin, pitch_decode, [0.05, 0.1, 0.2, 0.3, 0.5], "voiced probability"),
-    "aubio onset (specflux)": ("onset", audio, aubio_onsets, [0.1, 0.2, 0.3, 0.5, 0.8, 1.2], "threshold"),
-    "librosa.onset_detect": ("onset", librosa_flux, librosa_onsets, [0.02, 0.05, 0.07, 0.1, 0.2, 0.3], "delta"),
+    "aubio pitch (yinfft)": ("pitch", audio, aubio_yinfft, [-90, -70, -60, -50, -45, -40, -30], "silence dB"),
+    "librosa.pyin": ("pitch", librosa_pyin, pitch_decode, [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5],
+                     "voiced probability"),
+    "aubio onset (specflux)": ("onset", audio, aubio_onsets, [0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2], "threshold"),
+    "librosa.onset_detect": ("onset", librosa_flux, librosa_onsets, [0.005, 0.01, 0.02, 0.05, 0.07, 0.1, 0.2], "delta"),
 }
 
 
