@@ -105,8 +105,6 @@ def test_peers_are_scored_and_timed_like_ours(tiny_data, tiny_bundles, tmp_path)
     by = {r["peer"]: r for r in rows}
     # rendered notes are easy for classic DSP: a unit or octave slip would sink these
     assert by["aubio pitch (yinfft)"]["test"]["rpa"] > 0.7
-    assert by["aubio onset (specflux)"]["test"]["f"] > 0.4  # 0.4-0.7 on these 12 s of noisy mixes
-    assert by["librosa.onset_detect"]["test"]["f"] > 0.4
     md = peers_markdown(rows, ["test"])
     assert "| pitch | aubio pitch (yinfft) | silence dB" in md and "test rpa | test overall_accuracy" in md
     assert md.count("| onset |") == 3
@@ -125,3 +123,23 @@ def test_aubio_pitch_is_stamped_at_its_window_centre():
     t, f0 = aubio_yinfft(x.astype(np.float32), -50)
     rpa = {d: pitch_scores(ref, (t + d, f0))["rpa"] for d in (-0.032, 0.0, 0.032)}
     assert rpa[0.0] > 0.8 and rpa[0.0] > rpa[-0.032] + 0.02 and rpa[0.0] > rpa[0.032] + 0.02, rpa
+
+
+def test_peer_onsets_are_stamped_on_time():
+    """Decaying tones at known times: both onset peers find them all, on average within 15 ms."""
+    import mir_eval
+
+    from train.peers import aubio_onsets, librosa_flux, librosa_onsets
+
+    sr, rng = 16000, np.random.default_rng(0)
+    times = np.cumsum(rng.uniform(0.2, 0.5, 20)) + 0.3
+    x = np.zeros(int((times[-1] + 0.6) * sr))
+    k = np.arange(int(0.3 * sr))
+    for t in times:
+        i = int(t * sr)
+        x[i:i + len(k)] += 0.5 * np.sin(2 * np.pi * rng.uniform(150, 800) * k / sr) * np.exp(-k / (0.08 * sr))
+    x = x.astype(np.float32)
+    for est in (aubio_onsets(x, 0.3)[0], librosa_onsets(librosa_flux(x), 0.07)[0]):
+        hits = mir_eval.util.match_events(times, est, 0.05)
+        assert len(hits) == len(times)
+        assert abs(np.mean([est[j] - times[i] for i, j in hits])) < 0.015
