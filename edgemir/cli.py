@@ -222,7 +222,7 @@ def cmd_run(args) -> int:
             s.close()
         notify.stopping()
     st = runner.status()
-    err.print(f"processed {st['audio_s']:.1f} s: hop compute p50 {st['compute_p50_ms']:.2f} ms, "
+    err.print(f"processed {st['audio_s']:.1f} s: block compute p50 {st['compute_p50_ms']:.2f} ms, "
               f"p99 {st['compute_p99_ms']:.2f} ms, xruns {st['xruns']}, clock gaps {st['gap_s']:.2f} s, "
               f"latency p50 {st['latency_p50_ms']:.0f} ms",
               style="dim")
