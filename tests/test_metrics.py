@@ -89,7 +89,7 @@ def test_an_unknown_instrument_estimate_is_a_wrong_answer_not_an_error(tmp_path)
         metrics.evaluate_folders("instrument", ref, est)
 
 
-def test_peers_are_scored_and_timed_like_ours(tiny_data, tiny_bundles, tmp_path):
+def test_peers_are_scored_and_timed_like_ours(tiny_data, tiny_bundles):
     """aubio and librosa run on rendered clips, tuned on valid, scored on test by the same mir_eval code."""
     from train.peers import PEERS, peers_markdown, run_ours, run_peer
 
