@@ -153,23 +153,18 @@ def run_peer(name: str, folders: dict[str, Path]) -> dict:
 
 def run_ours(task: str, bundle: Path, folders: dict[str, Path]) -> dict:
     """The shipped bundle through ``edgemir analyze`` (the device's code path)."""
-    from edgemir.app import analyze_file
-    from edgemir.bundle import load_bundle
-    from edgemir.sources import FileSource
+    from train.ship import analyze_folder
 
-    b = {task: load_bundle(bundle)}
     row: dict = {"peer": f"edgemir {bundle.name}", "task": task, "ours": True}
     for split, folder in folders.items():
         if split == "valid":
             continue
         with tempfile.TemporaryDirectory() as d:
-            wavs = sorted(folder.glob("*.wav"))
             t = time.process_time()
-            for w in wavs:
-                analyze_file(w, b, Path(d))
+            seconds = analyze_folder(task, bundle, folder, Path(d))
             dt = time.process_time() - t
             row[split] = evaluate_folders(task, folder, Path(d))["summary"]
-        row.setdefault("ms_per_second_audio", {})[split] = dt * 1000 / sum(FileSource(w).duration for w in wavs)
+        row.setdefault("ms_per_second_audio", {})[split] = dt * 1000 / seconds
     return row
 
 

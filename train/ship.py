@@ -36,6 +36,12 @@ def pick(run: dict) -> tuple[dict, dict, bool]:
     return dense, min((r for r in small if r["test"] >= best - TOLERANCE), key=lambda r: r["params"]), False
 
 
+def analyze_folder(task: str, bundle: Path, folder: Path, out: Path) -> float:
+    """``edgemir analyze`` one bundle over a folder's clips into ``out``; returns the seconds of audio."""
+    b = {task: load_bundle(bundle)}
+    return sum(analyze_file(wav, b, out)["duration"] for wav in sorted(folder.glob("*.wav")))
+
+
 def analyzed_scores(task: str, bundle: Path, folder: Path) -> dict | None:
     """Scores of ``edgemir analyze`` (the device's path, files streamed from disk) on a labelled folder."""
     if not folder.is_dir():
@@ -44,10 +50,8 @@ def analyzed_scores(task: str, bundle: Path, folder: Path) -> dict | None:
         ann.list_items(task, folder)
     except Exception:
         return None
-    b = {task: load_bundle(bundle)}
     with tempfile.TemporaryDirectory() as d:
-        for wav in sorted(folder.glob("*.wav")):
-            analyze_file(wav, b, Path(d))
+        analyze_folder(task, bundle, folder, Path(d))
         try:
             return evaluate_folders(task, folder, Path(d))["summary"]
         except UserError as e:  # e.g. a clip judged silent ("unknown" family): reported, not fatal
