@@ -69,7 +69,7 @@ def test_ship_picks_the_smallest_bundle_within_one_point_else_says_missed():
     assert not met and chosen["round"] == 3  # none within 1 pt of dense: the smallest within 1 pt of the best
 
 
-def test_results_commands_reproduce_min_keep_and_retune():
+def test_results_commands_reproduce_min_keep_retune_and_rescore():
     from train.ship import results_markdown
 
     def rnd(k, removed, test):
@@ -80,12 +80,14 @@ def test_results_commands_reproduce_min_keep_and_retune():
     row = {"task": "drums", "run": "runs/d", "settings": {**settings, "min_keep": 0.25, "distill": 0.5},
            "dense": rnd(0, 0.0, 0.8), "shipped": rnd(2, 0.9, 0.8), "within_1pt": True, "removed_90": True,
            "analyze_test": None, "dev_real_dense": None, "dev_real_shipped": None,
-           "retuned": ["runs/d/bundles/drums-trim-r02.ts"]}
+           "retuned": ["runs/d/bundles/drums-trim-r02.ts"], "rescored": True}
     md = results_markdown([row])
     assert "--seed 0 --min-keep 0.25 --distill 0.5" in md
     assert "python -m train retune runs/d/bundles/drums-trim-r02.ts --data data/drums" in md
-    md = results_markdown([{**row, "settings": settings, "retuned": []}])  # older rows: neither
+    assert "python -m train rescore runs/d --data data/drums" in md
+    md = results_markdown([{**row, "settings": settings, "retuned": [], "rescored": False}])  # older rows: neither
     assert "--min-keep" not in md and "--distill" not in md and "retune" not in md and "train fit" not in md
+    assert "rescore" not in md
     parent = {"run": "runs/d-fit", "epochs": 40, "steps": 100, "best_epoch": 30}
     md = results_markdown([{**row, "dense_fit": parent}])
     assert "python -m train fit --task drums --data data/drums --out runs/d-fit --epochs 40 --steps 100" in md

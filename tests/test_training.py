@@ -76,6 +76,7 @@ def test_three_round_lottery_writes_loadable_bundles(mode, tiny_data, tmp_path):
 
         teacher = dense_teacher(st)  # the distillation teacher is the dense round 0, frozen
         assert count_params(teacher) == params[0] and not any(p.requires_grad for p in teacher.parameters())
+        _rescore_on_a_larger_test_split(out, tmp_path)
     else:  # masks keep the dense shape and report their true non-zero count
         assert len(set(params)) == 1
         assert nonzero[0] > nonzero[1] > nonzero[2] > nonzero[3]
@@ -84,6 +85,27 @@ def test_three_round_lottery_writes_loadable_bundles(mode, tiny_data, tmp_path):
         assert rounds[3]["rate"] < 0.3 == rounds[2]["rate"]
         r = run_cli(args + ["--rounds", "5"])  # the target is reached: no further round
         assert r.returncode == 0 and len(json.loads((out / "rounds.json").read_text())["rounds"]) == 4
+
+
+def _rescore_on_a_larger_test_split(run, tmp_path):
+    """`train rescore`: every round re-scored on a new test split; report/ship see the new scores,
+    rounds.json (which a resumed run rewrites) and the old card scores are kept."""
+    from edgemir.bundle import load_bundle
+    from train.generate import write_dataset
+    from train.report import load_run
+
+    before = (run / "rounds.json").read_text()
+    old_cards = {p.name: load_bundle(p).card["scores"]["test"] for p in (run / "bundles").glob("*.ts")}
+    big = write_dataset("drums", "test", 0.5, 0, tmp_path / "big" / "test", progress=False)
+    r = run_cli([sys.executable, "-m", "train", "rescore", str(run), "--data", str(tmp_path / "big"), "--reason", "t"])
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    assert (run / "rounds.json").read_text() == before
+    old_rows = json.loads(before)["rounds"]
+    for row, old in zip(load_run(run)["rounds"], old_rows):
+        card = load_bundle(run / "bundles" / row["bundle"]).card
+        assert row["test_all"]["items"] == len(big["items"]) > old["test_all"]["items"]
+        assert row["test"] == card["scores"]["test"]["mean_f"] and row["test_before_rescore"] == old["test"]
+        assert card["amendments"][-1]["old"]["scores"]["test"] == old_cards[row["bundle"]]
 
 
 @pytest.mark.parametrize("task", ["pitch", "onset", "chord", "drums", "instrument"])

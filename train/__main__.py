@@ -126,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--data", type=Path, required=True, help="the task's data folder (valid/ and test/)")
     rt.add_argument("--reason", required=True)
 
+    rs = sub.add_parser("rescore", help="re-score every round of lottery runs on their task's (new) test split")
+    rs.add_argument("runs", nargs="+", type=Path)
+    rs.add_argument("--data", type=Path, required=True, help="the task's data folder (its test/ is scored)")
+    rs.add_argument("--reason", required=True)
+
     pe = sub.add_parser("peers", help="score and time other tools (aubio, librosa) like the shipped bundles")
     pe.add_argument("--data", type=Path, default=Path("data"), help="folder with TASK/valid and TASK/test")
     pe.add_argument("--dev-real", type=Path, help="shared/dev-real, scored too when given")
@@ -193,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
             for b in args.bundles:
                 card = retune(b, args.data, args.reason)
                 print(f"retuned {b}: decoder {card['decoder']}, test {json.dumps(card['scores']['test'])}")
+        elif args.cmd == "rescore":
+            from train.retune import rescore_run
+
+            for run in args.runs:
+                split = rescore_run(run, args.data, args.reason)["rescores"][-1]
+                print(f"rescored {len(split['rounds'])} rounds of {run} on {split['test_split']['items']} test items")
         elif args.cmd == "peers":
             from train.peers import peers_command
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from edgemir.errors import UserError
 from train.metrics import HEADLINE
 
+RESCORED = "rescored.json"  # written by `train rescore`: test scores re-measured on a new test split
+
 
 def load_run(run: Path) -> dict:
     p = Path(run) / "rounds.json"
@@ -18,6 +20,7 @@ def load_run(run: Path) -> dict:
     if not d.get("rounds"):
         raise UserError(f"{run}: no finished rounds yet")
     s = d["settings"]
+    apply_rescores(run, s["task"], d["rounds"])
     d["label"] = f"{s['mode']} {s['criterion']} {s['scope']} {s['reset']}" if s["mode"] == "trim" else \
         f"mask magnitude {s['reset']}"
     if s.get("min_keep"):
@@ -36,6 +39,20 @@ def load_run(run: Path) -> dict:
         d["label"] += f" [{Path(run).parent.name}]"
     d["path"] = str(run)
     return d
+
+
+def apply_rescores(run: Path, task: str, rounds: list[dict]) -> None:
+    """Replace the test scores of ``rounds`` (rows of rounds.json) by the run's latest rescores."""
+    path = Path(run) / RESCORED
+    if not path.is_file():
+        return
+    by_round = {str(r["round"]): r for r in rounds}
+    for rescore in json.loads(path.read_text())["rescores"]:
+        for rnd, d in rescore["rounds"].items():
+            row = by_round.get(rnd)
+            if row is not None:
+                row.setdefault("test_before_rescore", row["test"])
+                row["test"], row["test_all"] = d["new"][HEADLINE[task]], d["new"]
 
 
 def markdown(runs: list[dict]) -> str:

@@ -1,7 +1,8 @@
-"""Re-tune a written bundle's decoder settings on its task's valid split and re-measure its scores.
+"""Re-measure written bundles: ``retune`` re-tunes a bundle's decoder on valid and re-scores it;
+``rescore_run`` re-scores every round of a lottery run on its (e.g. enlarged) test split.
 
-The weights and every other measured figure stay; the card's ``decoder`` and ``scores`` are
-replaced by what this code measured, the old values are kept in the card's ``amendments``."""
+The weights and every other measured figure stay; what changes is replaced by what this code
+measured, and the old values are kept (the card's ``amendments``, the run's ``rescored.json``)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import json
 from pathlib import Path
 
 from edgemir.bundle import load_bundle
+from edgemir.errors import UserError
 from train import metrics
 from train.dataset import load_split
 from train.export import rewrite_card
 from train.fit import model_probs, tune_on
+from train.report import RESCORED
 
 
 def retune(path: Path, data: Path, reason: str) -> dict:
@@ -29,3 +32,38 @@ def retune(path: Path, data: Path, reason: str) -> dict:
     card["decoder"], card["scores"] = kw, {"valid": valid, "test": test}
     rewrite_card(path, b.module, card)
     return card
+
+
+
+def rescore_run(run: Path, data: Path, reason: str) -> dict:
+    """Score every round's bundle of a lottery run on ``data/test`` with the decoder it already has.
+
+    Cards get an amendment; ``RUN/rescored.json`` maps rounds to old and new test scores, and
+    ``train.report.load_run`` applies it (rounds.json stays as the trainer wrote it, so a resumed
+    run cannot overwrite the new scores; later rounds are scored on the new split anyway)."""
+    run = Path(run)
+    rounds = json.loads((run / "rounds.json").read_text())["rounds"]
+    task = json.loads((run / "rounds.json").read_text())["settings"]["task"]
+    test_dir = Path(data) / "test"
+    test = load_split(task, test_dir)
+    manifest = test_dir / "manifest.json"
+    split = {"folder": str(test_dir), "items": len(test),
+             "minutes": json.loads(manifest.read_text()).get("minutes") if manifest.is_file() else None}
+    path = run / RESCORED
+    done = json.loads(path.read_text()) if path.is_file() else {"rescores": []}
+    changed = {}
+    for row in rounds:
+        bundle = run / "bundles" / row["bundle"]
+        b = load_bundle(bundle)
+        card = dict(b.card)
+        if card.get("decoder") is None:  # tune_on would tune on the test split itself
+            raise UserError(f"{bundle}: its card has no decoder settings to score with")
+        _, new = tune_on(task, model_probs(task, b.module, card, test), card["decoder"])
+        card.setdefault("amendments", []).append(
+            {"reason": reason, "old": {"scores": {"test": card["scores"]["test"]}}, "new": {"test_split": split}})
+        card["scores"] = {**card["scores"], "test": new}
+        rewrite_card(bundle, b.module, card)
+        changed[str(row["round"])] = {"old": card["amendments"][-1]["old"]["scores"]["test"], "new": new}
+    done["rescores"].append({"reason": reason, "test_split": split, "rounds": changed})
+    path.write_text(json.dumps(done, indent=1))
+    return done

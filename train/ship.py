@@ -18,7 +18,7 @@ from edgemir.bundle import load_bundle, read_card
 from edgemir.errors import UserError
 from train import annotations as ann
 from train.metrics import HEADLINE, evaluate_folders
-from train.report import load_run
+from train.report import RESCORED, load_run
 
 MAX_BYTES = 500 * 1024
 TOLERANCE = 0.01
@@ -87,6 +87,7 @@ def ship_command(args) -> None:
         rows.append({"commit": chosen.get("commit", "unknown"), "analyze_test": analyzed, "train_soundfonts": banks,
                      "task": task, "run": str(run_dir), "settings": run["settings"], "dense": dense, "shipped": chosen,
                      "within_1pt": met, "removed_90": chosen["fraction_removed"] >= 0.9, "retuned": retuned,
+                     "rescored": (Path(run_dir) / RESCORED).is_file(),
                      "dense_fit": _relative_run(dense.get("dense_fit")),
                      "dev_real_dense": analyzed_scores(task, dense_path, Path(args.dev_real) / task),
                      "dev_real_shipped": analyzed_scores(task, dst, Path(args.dev_real) / task)})
@@ -167,6 +168,8 @@ def results_markdown(rows: list[dict]) -> str:
                  + (f" --distill {s['distill']}" if s.get("distill") else "")
                  + (f" --target {s['target']}" if s.get("target") else "")
                  + (f" --init-from {fit['run']}" if fit else ""))
+        if r.get("rescored"):
+            L.append(f"python -m train rescore {r['run']} --data data/{s['task']} --reason '...'")
         if r.get("retuned"):
             L.append(f"python -m train retune {' '.join(r['retuned'])} --data data/{s['task']} --reason '...'")
     L.append("python -m train ship " + " ".join(r["run"] for r in rows))
