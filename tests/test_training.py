@@ -106,6 +106,9 @@ def _rescore_on_a_larger_test_split(run, tmp_path):
         assert row["test_all"]["items"] == len(big["items"]) > old["test_all"]["items"]
         assert row["test"] == card["scores"]["test"]["mean_f"] and row["test_before_rescore"] == old["test"]
         assert card["amendments"][-1]["old"]["scores"]["test"] == old_cards[row["bundle"]]
+    r = run_cli([sys.executable, "-m", "train", "rescore", str(tmp_path / "big"), "--data", str(tmp_path / "big"),
+                 "--reason", "t"])  # not a lottery run: one line, no traceback
+    assert r.returncode != 0 and b"no rounds.json" in r.stderr and b"Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize("task", ["pitch", "onset", "chord", "drums", "instrument"])

@@ -15,7 +15,7 @@ from train import metrics
 from train.dataset import load_split
 from train.export import rewrite_card
 from train.fit import model_probs, tune_on
-from train.report import RESCORED
+from train.report import RESCORED, load_run
 
 
 def retune(path: Path, data: Path, reason: str) -> dict:
@@ -34,7 +34,6 @@ def retune(path: Path, data: Path, reason: str) -> dict:
     return card
 
 
-
 def rescore_run(run: Path, data: Path, reason: str) -> dict:
     """Score every round's bundle of a lottery run on ``data/test`` with the decoder it already has.
 
@@ -42,8 +41,8 @@ def rescore_run(run: Path, data: Path, reason: str) -> dict:
     ``train.report.load_run`` applies it (rounds.json stays as the trainer wrote it, so a resumed
     run cannot overwrite the new scores; later rounds are scored on the new split anyway)."""
     run = Path(run)
-    rounds = json.loads((run / "rounds.json").read_text())["rounds"]
-    task = json.loads((run / "rounds.json").read_text())["settings"]["task"]
+    info = load_run(run)  # a clear error for a folder that is not a finished lottery run
+    task = info["settings"]["task"]
     test_dir = Path(data) / "test"
     test = load_split(task, test_dir)
     manifest = test_dir / "manifest.json"
@@ -51,19 +50,20 @@ def rescore_run(run: Path, data: Path, reason: str) -> dict:
              "minutes": json.loads(manifest.read_text()).get("minutes") if manifest.is_file() else None}
     path = run / RESCORED
     done = json.loads(path.read_text()) if path.is_file() else {"rescores": []}
-    changed = {}
-    for row in rounds:
+    entry = {"reason": reason, "test_split": split, "rounds": {}}
+    done["rescores"].append(entry)
+    for row in info["rounds"]:
         bundle = run / "bundles" / row["bundle"]
         b = load_bundle(bundle)
         card = dict(b.card)
         if card.get("decoder") is None:  # tune_on would tune on the test split itself
             raise UserError(f"{bundle}: its card has no decoder settings to score with")
         _, new = tune_on(task, model_probs(task, b.module, card, test), card["decoder"])
+        old = card["scores"]["test"]
         card.setdefault("amendments", []).append(
-            {"reason": reason, "old": {"scores": {"test": card["scores"]["test"]}}, "new": {"test_split": split}})
+            {"reason": reason, "old": {"scores": {"test": old}}, "new": {"test_split": split}})
         card["scores"] = {**card["scores"], "test": new}
         rewrite_card(bundle, b.module, card)
-        changed[str(row["round"])] = {"old": card["amendments"][-1]["old"]["scores"]["test"], "new": new}
-    done["rescores"].append({"reason": reason, "test_split": split, "rounds": changed})
-    path.write_text(json.dumps(done, indent=1))
+        entry["rounds"][str(row["round"])] = {"old": old, "new": new}
+        path.write_text(json.dumps(done, indent=1))  # after every card, so an interruption loses nothing
     return done
