@@ -202,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             from train.retune import rescore_run
 
             for run in args.runs:
-                split = rescore_run(run, args.data, args.reason)["rescores"][-1]
-                print(f"rescored {len(split['rounds'])} rounds of {run} on {split['test_split']['items']} test items")
+                done = rescore_run(run, args.data, args.reason)
+                print(f"rescored {len(done['rounds'])} rounds of {run} on {done['test_split']['items']} test items")
         elif args.cmd == "peers":
             from train.peers import peers_command
 

@@ -35,7 +35,8 @@ def retune(path: Path, data: Path, reason: str) -> dict:
 
 
 def rescore_run(run: Path, data: Path, reason: str) -> dict:
-    """Score every round's bundle of a lottery run on ``data/test`` with the decoder it already has.
+    """Score every round's bundle of a lottery run on ``data/test`` with the decoder it already has;
+    returns this rescore's entry (reason, test split, old and new scores per round).
 
     Cards get an amendment; ``RUN/rescored.json`` maps rounds to old and new test scores, and
     ``train.report.load_run`` applies it (rounds.json stays as the trainer wrote it, so a resumed
@@ -66,4 +67,4 @@ def rescore_run(run: Path, data: Path, reason: str) -> dict:
         rewrite_card(bundle, b.module, card)
         entry["rounds"][str(row["round"])] = {"old": old, "new": new}
         path.write_text(json.dumps(done, indent=1))  # after every card, so an interruption loses nothing
-    return done
+    return entry
