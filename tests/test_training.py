@@ -180,6 +180,40 @@ def test_lottery_starts_from_a_fit_run(tiny_data, tmp_path):
     assert rounds[0]["dense_fit"]["epochs"] == fitted["settings"]["epochs"] != run["settings"]["epochs"]
 
 
+def test_an_interrupted_fit_resumes_to_the_same_weights(tiny_data, tmp_path, monkeypatch):
+    """A fit killed after epoch 2 and run again ends with the weights of an uninterrupted fit."""
+    import train.fit as fit
+    from train.__main__ import main
+
+    argv = ["fit", "--task", "onset", "--data", str(tiny_data("onset")), "--width", "0.25", "--epochs", "3",
+            "--steps", "2", "--batch", "4", "--threads", "1"]
+    assert main(argv + ["--out", str(tmp_path / "whole")]) in (0, None)
+    calls, real = [], fit.tune_and_score
+
+    def dies_in_epoch_3(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(fit, "tune_and_score", dies_in_epoch_3)
+    assert main(argv + ["--out", str(tmp_path / "cut")]) not in (0, None)  # Ctrl-C: a message and an exit code
+    assert not (tmp_path / "cut" / "best.pt").exists()
+    # other settings may not continue it
+    r = run_cli([sys.executable, "-m", "train", *argv[:-4], "--epochs", "4", "--threads", "1",
+                 "--out", str(tmp_path / "cut")])
+    assert r.returncode != 0 and b"epochs" in r.stderr and b"Traceback" not in r.stderr
+    calls.clear()
+    monkeypatch.setattr(fit, "tune_and_score", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    assert main(argv + ["--out", str(tmp_path / "cut")]) in (0, None)
+    assert len(calls) == 1 + 2  # epoch 3 only, then the final valid and test scoring
+    whole = torch.load(tmp_path / "whole" / "best.pt", weights_only=True)
+    cut = torch.load(tmp_path / "cut" / "best.pt", weights_only=True)
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+    hist = [json.loads((tmp_path / d / "metrics.json").read_text())["history"] for d in ("whole", "cut")]
+    assert [h["valid"] for h in hist[0]] == [h["valid"] for h in hist[1]] and len(hist[1]) == 3
+
+
 def test_retune_picks_the_pitch_threshold_by_overall_accuracy(tiny_data, tmp_path):
     """RPA ignores the voicing decision, so it cannot choose a voicing threshold; retune uses overall accuracy."""
     from edgemir.bundle import find_bundles, load_bundle

@@ -170,22 +170,44 @@ def tune_on(task: str, recs: list, decoder: dict | None = None) -> tuple[dict, d
 
 
 # -- training ------------------------------------------------------------------------------
+def _rng_state(batcher: Batcher) -> dict:
+    return {"torch": torch.get_rng_state(), "batcher": batcher.rng.bit_generator.state}
+
+
+def _set_rng_state(batcher: Batcher, st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    batcher.rng.bit_generator.state = st["batcher"]
+
+
 def train_epochs(task: str, net: FrameNet, batcher: Batcher, valid: list[Item], epochs: int, lr: float,
                  batch: int, ckpt_dir: Path | None = None, masks: dict | None = None, patience: int = 5,
                  label: str = "fit", keep_epochs: tuple[int, ...] = (),
                  steps: int = STEPS_PER_EPOCH, teacher: FrameNet | None = None,
-                 distill: float = 0.0) -> tuple[FrameNet, dict]:
+                 distill: float = 0.0, resume: Path | None = None) -> tuple[FrameNet, dict]:
     """Train with early stopping on the validation headline; returns the best net and history.
-    With a ``teacher`` the loss is ``(1 - distill) * task loss + distill * distill_loss``."""
+    With a ``teacher`` the loss is ``(1 - distill) * task loss + distill * distill_loss``.
+    With ``resume``, the whole training state (net, optimiser, schedule, early stopping, random
+    generators) is written there after every epoch and, if the file exists, training continues
+    from it: an interrupted run ends with the same weights as an uninterrupted one."""
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.3, patience=2)
     best_state, best_score, best_epoch, history = None, -1.0, 0, []
-    saved = {}
+    saved, start, stopped = {}, 1, False
+    if resume and resume.exists():
+        st = torch.load(resume, weights_only=True)
+        net.load_state_dict(st["net"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        best_state, best_score, best_epoch = st["best_state"], st["best_score"], st["best_epoch"]
+        history, saved, stopped = st["history"], st["saved"], st["stopped"]
+        _set_rng_state(batcher, st["rng"])
+        start = st["epoch"] + 1
+        console.log(f"{label}: resuming after epoch {st['epoch']} ({resume})")
     cols = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("{task.fields[info]}"))
     with Progress(*cols, console=console, transient=False) as prog:
-        job = prog.add_task(label, total=epochs * steps, info="")
-        for ep in range(1, epochs + 1):
+        job = prog.add_task(label, total=epochs * steps, completed=(start - 1) * steps, info="")
+        for ep in range(start, 0 if stopped else epochs + 1):
             net.train()
             t0, losses = time.time(), []
             for _ in range(steps):
@@ -218,7 +240,15 @@ def train_epochs(task: str, net: FrameNet, batcher: Batcher, valid: list[Item], 
                 torch.save(net.state_dict(), ckpt_dir / f"epoch{ep:03d}.pt")
             if s > best_score:
                 best_score, best_state, best_epoch = s, copy.deepcopy(net.state_dict()), ep
-            elif ep - best_epoch >= patience:
+            else:
+                stopped = ep - best_epoch >= patience
+            if resume:  # written whole then renamed, so an interruption never leaves half a file
+                tmp = resume.with_suffix(".tmp")
+                torch.save({"epoch": ep, "net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                            "best_state": best_state, "best_score": best_score, "best_epoch": best_epoch,
+                            "history": history, "saved": saved, "stopped": stopped, "rng": _rng_state(batcher)}, tmp)
+                tmp.replace(resume)
+            if stopped:
                 break
     net.load_state_dict(best_state)
     return net, {"history": history, "best_epoch": best_epoch, "valid": best_score, "saved": saved}
@@ -247,13 +277,27 @@ def fit_command(args) -> None:
     torch.set_num_threads(args.threads)
     seed_all(args.seed)
     out = Path(args.out)
-    (out / "ckpt").mkdir(parents=True, exist_ok=True)
-    t_start = time.time()
+    key = {k: getattr(args, k) for k in FIT_SETTINGS} | {"data": str(args.data), "limit": args.limit}
+    resume, started = out / "resume.pt", out / "started.json"
+    if resume.exists():  # an interrupted fit: continue it, but only with the same settings
+        try:
+            was = json.loads(started.read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"{out}: holds an interrupted fit but not its settings ({e}); use another --out") from None
+        diff = [k for k in key if was["settings"].get(k) != key[k]]
+        if diff:
+            raise UserError(f"{out}: holds an interrupted fit with other settings ({', '.join(diff)}); use another --out")
+        # the card's training time counts the epochs finished before the interruption
+        t_start = time.time() - sum(h["seconds"] for h in torch.load(resume, weights_only=True)["history"])
+    else:
+        (out / "ckpt").mkdir(parents=True, exist_ok=True)
+        started.write_text(json.dumps({"settings": key}))
+        t_start = time.time()
     data = load_data(args.task, args.data, args.limit)
     net = build(args.task, args.width)
     batcher = Batcher(args.task, data["train"], net.receptive_field, net.lookahead, seed=args.seed)
     net, info = train_epochs(args.task, net, batcher, data["valid"], args.epochs, args.lr, args.batch,
-                             out / "ckpt", label=f"fit {args.task}", steps=args.steps)
+                             out / "ckpt", label=f"fit {args.task}", steps=args.steps, resume=resume)
     torch.save(net.state_dict(), out / "best.pt")
     kw, valid_summary = tune_and_score(args.task, net, data["valid"])
     _, test_summary = tune_and_score(args.task, net, data["test"], kw)
