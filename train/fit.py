@@ -251,7 +251,8 @@ def train_epochs(task: str, net: FrameNet, batcher: Batcher, valid: list[Item], 
             if stopped:
                 break
     net.load_state_dict(best_state)
-    return net, {"history": history, "best_epoch": best_epoch, "valid": best_score, "saved": saved}
+    return net, {"history": history, "best_epoch": best_epoch, "valid": best_score, "saved": saved,
+                 "resumed_epochs": start - 1}
 
 
 def apply_masks(net: torch.nn.Module, masks: dict) -> None:
@@ -287,12 +288,10 @@ def fit_command(args) -> None:
         diff = [k for k in key if was["settings"].get(k) != key[k]]
         if diff:
             raise UserError(f"{out}: holds an interrupted fit with other settings ({', '.join(diff)}); use another --out")
-        # the card's training time counts the epochs finished before the interruption
-        t_start = time.time() - sum(h["seconds"] for h in torch.load(resume, weights_only=True)["history"])
     else:
         (out / "ckpt").mkdir(parents=True, exist_ok=True)
         started.write_text(json.dumps({"settings": key}))
-        t_start = time.time()
+    t_start = time.time()
     data = load_data(args.task, args.data, args.limit)
     net = build(args.task, args.width)
     batcher = Batcher(args.task, data["train"], net.receptive_field, net.lookahead, seed=args.seed)
@@ -301,7 +300,8 @@ def fit_command(args) -> None:
     torch.save(net.state_dict(), out / "best.pt")
     kw, valid_summary = tune_and_score(args.task, net, data["valid"])
     _, test_summary = tune_and_score(args.task, net, data["test"], kw)
-    train_s = time.time() - t_start
+    # the card's training time also counts the epochs finished before an interruption
+    train_s = time.time() - t_start + sum(h["seconds"] for h in info["history"][:info["resumed_epochs"]])
     card = export(args.task, net, out / f"{args.task}-dense.ts",
                   {"scores": {"test": test_summary, "valid": valid_summary}, "round": 0, "fraction_removed": 0.0,
                    "mode": "dense", "seed": args.seed, "train_seconds": round(train_s, 1)}, decoder=kw)
