@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -139,8 +140,16 @@ def test_report_writes_table_and_figures(tiny_data, tmp_path):
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     r = run_cli([sys.executable, "-m", "train", "report", str(out), "--out", str(tmp_path / "rep")])
     assert r.returncode == 0, r.stderr.decode()
-    assert "| trim information global rewind" in (tmp_path / "rep" / "report.md").read_text()
+    table = (tmp_path / "rep" / "report.md").read_text()
+    assert "| trim information global rewind" in table
     assert (tmp_path / "rep" / "score_vs_params.png").stat().st_size > 1000
+    # the report keeps the run's records: once the run folder is gone, the report can be rewritten from them
+    (kept,) = (tmp_path / "rep" / "runs").iterdir()
+    assert (kept / "rounds.json").read_text() == (out / "rounds.json").read_text()
+    shutil.rmtree(out)
+    r = run_cli([sys.executable, "-m", "train", "report", str(kept), "--out", str(tmp_path / "rep2")])
+    assert r.returncode == 0, r.stderr.decode()
+    assert (tmp_path / "rep2" / "report.md").read_text() == table
 
 
 def test_amend_card_relabels_but_keeps_weights_and_measured_figures(tmp_path):

@@ -1,5 +1,9 @@
 """``python -m train report RUN... --out DIR``: a markdown table and the paper-style figures
-(test score vs remaining parameters, and vs measured latency) from lottery runs."""
+(test score vs remaining parameters, and vs measured latency) from lottery runs.
+
+The report keeps the records it was made from: ``DIR/runs/NAME/`` holds a copy of each run's
+``rounds.json`` (and ``rescored.json``), so a report committed to the repository can be rewritten, or
+joined with new runs, after the run folders themselves (weights, bundles; git-ignored) are gone."""
 
 from __future__ import annotations
 
@@ -12,14 +16,27 @@ from train.metrics import HEADLINE
 RESCORED = "rescored.json"  # written by `train rescore`: test scores re-measured on a new test split
 
 
+ARCHIVE = "runs"  # DIR/runs/NAME/: the records a report was made from
+SOURCE = "source.txt"  # in an archived record: the run folder it was copied from
+
+
+def source_of(run: Path) -> Path:
+    """The run folder a record came from: itself, or for an archived copy the folder named in source.txt."""
+    p = Path(run) / SOURCE
+    return Path(p.read_text().strip()) if p.is_file() else Path(run)
+
+
 def load_run(run: Path) -> dict:
     p = Path(run) / "rounds.json"
     if not p.exists():
         raise UserError(f"{run}: no rounds.json (not a lottery run folder)")
-    d = json.loads(p.read_text())
+    raw = p.read_text()
+    d = json.loads(raw)
     if not d.get("rounds"):
         raise UserError(f"{run}: no finished rounds yet")
     s = d["settings"]
+    rescored = Path(run) / RESCORED
+    d["record"] = {"rounds.json": raw, RESCORED: rescored.read_text() if rescored.is_file() else None}
     apply_rescores(run, s["task"], d["rounds"])
     d["label"] = f"{s['mode']} {s['criterion']} {s['scope']} {s['reset']}" if s["mode"] == "trim" else \
         f"mask magnitude {s['reset']}"
@@ -35,10 +52,29 @@ def load_run(run: Path) -> dict:
         d["label"] += f" rate {s['rate']:g}"
     if s.get("init_from"):  # round 0 is a separate, longer `train fit` run
         d["label"] += f" from {Path(s['init_from']).name}"
-    if Path(run).parent.name != "runs":  # e.g. runs/cmp: a separate, smaller-scale study
-        d["label"] += f" [{Path(run).parent.name}]"
-    d["path"] = str(run)
+    src = source_of(run)
+    if src.parent.name != "runs":  # e.g. runs/cmp: a separate, smaller-scale study
+        d["label"] += f" [{src.parent.name}]"
+    d["path"] = str(src)
     return d
+
+
+def archive(runs: list[dict], out: Path) -> None:
+    """Copy each run's records to ``out/runs/NAME/`` (replacing what an earlier report left there)."""
+    import shutil
+
+    root = out / ARCHIVE
+    if root.exists():
+        shutil.rmtree(root)
+    for run in runs:
+        src = Path(run["path"])
+        name = src.name if src.parent.name == "runs" else f"{src.parent.name}--{src.name}"
+        dest = root / name
+        dest.mkdir(parents=True)
+        (dest / SOURCE).write_text(f"{src}\n")
+        for file, text in run["record"].items():
+            if text is not None:
+                (dest / file).write_text(text)
 
 
 def apply_rescores(run: Path, task: str, rounds: list[dict]) -> None:
@@ -110,9 +146,13 @@ def figures(runs: list[dict], out: Path) -> list[Path]:
 def report_command(args) -> None:
     runs = [load_run(r) for r in args.runs]
     out = Path(args.out)
+    names = [Path(r["path"]) for r in runs]
+    if len(set(names)) != len(names):
+        raise UserError("a run is named twice (a folder and its archived copy?)")
     out.mkdir(parents=True, exist_ok=True)
+    archive(runs, out)
     (out / "report.md").write_text("# Lottery-ticket trimming report\n\n" + markdown(runs) +
                                    "\n![score vs parameters](score_vs_params.png)\n\n"
                                    "![score vs latency](score_vs_latency.png)\n")
     figures(runs, out)
-    print(f"wrote {out / 'report.md'} and figures")
+    print(f"wrote {out / 'report.md'}, figures and the runs' records in {out / ARCHIVE}")
