@@ -14,8 +14,6 @@ from edgemir.errors import UserError
 from train.metrics import HEADLINE
 
 RESCORED = "rescored.json"  # written by `train rescore`: test scores re-measured on a new test split
-
-
 ARCHIVE = "runs"  # DIR/runs/NAME/: the records a report was made from
 SOURCE = "source.txt"  # in an archived record: the run folder it was copied from
 
@@ -59,6 +57,11 @@ def load_run(run: Path) -> dict:
     return d
 
 
+def record_name(src: Path) -> str:
+    """The archived record's folder name: the run's, qualified by its study folder (runs/cmp/x: cmp--x)."""
+    return src.name if src.parent.name == "runs" else f"{src.parent.name}--{src.name}"
+
+
 def archive(runs: list[dict], out: Path) -> None:
     """Copy each run's records to ``out/runs/NAME/`` (replacing what an earlier report left there)."""
     import shutil
@@ -68,8 +71,7 @@ def archive(runs: list[dict], out: Path) -> None:
         shutil.rmtree(root)
     for run in runs:
         src = Path(run["path"])
-        name = src.name if src.parent.name == "runs" else f"{src.parent.name}--{src.name}"
-        dest = root / name
+        dest = root / record_name(src)
         dest.mkdir(parents=True)
         (dest / SOURCE).write_text(f"{src}\n")
         for file, text in run["record"].items():
@@ -146,9 +148,11 @@ def figures(runs: list[dict], out: Path) -> list[Path]:
 def report_command(args) -> None:
     runs = [load_run(r) for r in args.runs]
     out = Path(args.out)
-    names = [Path(r["path"]) for r in runs]
+    names = [record_name(Path(r["path"])) for r in runs]
     if len(set(names)) != len(names):
-        raise UserError("a run is named twice (a folder and its archived copy?)")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise UserError(f"two runs would be kept under the same name ({', '.join(twice)}): a run and its archived "
+                        "copy, or two studies' runs of the same name")
     out.mkdir(parents=True, exist_ok=True)
     archive(runs, out)
     (out / "report.md").write_text("# Lottery-ticket trimming report\n\n" + markdown(runs) +
