@@ -146,6 +146,8 @@ def test_report_writes_table_and_figures(tiny_data, tmp_path):
     # the report keeps the run's records: once the run folder is gone, the report can be rewritten from them
     (kept,) = (tmp_path / "rep" / "runs").iterdir()
     assert (kept / "rounds.json").read_text() == (out / "rounds.json").read_text()
+    r = run_cli([sys.executable, "-m", "train", "report", str(out), str(kept), "--out", str(tmp_path / "rep3")])
+    assert r.returncode == 2 and b"same name" in r.stderr and b"Traceback" not in r.stderr
     shutil.rmtree(out)
     r = run_cli([sys.executable, "-m", "train", "report", str(kept), "--out", str(tmp_path / "rep2")])
     assert r.returncode == 0, r.stderr.decode()
