@@ -35,7 +35,8 @@ def load_run(run: Path) -> dict:
     s = d["settings"]
     rescored = Path(run) / RESCORED
     d["record"] = {"rounds.json": raw, RESCORED: rescored.read_text() if rescored.is_file() else None}
-    apply_rescores(run, s["task"], d["rounds"])
+    if d["record"][RESCORED] is not None:
+        apply_rescores(json.loads(d["record"][RESCORED]), s["task"], d["rounds"])
     d["label"] = f"{s['mode']} {s['criterion']} {s['scope']} {s['reset']}" if s["mode"] == "trim" else \
         f"mask magnitude {s['reset']}"
     if s.get("min_keep"):
@@ -79,13 +80,10 @@ def archive(runs: list[dict], out: Path) -> None:
                 (dest / file).write_text(text)
 
 
-def apply_rescores(run: Path, task: str, rounds: list[dict]) -> None:
-    """Replace the test scores of ``rounds`` (rows of rounds.json) by the run's latest rescores."""
-    path = Path(run) / RESCORED
-    if not path.is_file():
-        return
+def apply_rescores(rescored: dict, task: str, rounds: list[dict]) -> None:
+    """Replace the test scores of ``rounds`` (rows of rounds.json) by the latest of a run's ``rescored.json``."""
     by_round = {str(r["round"]): r for r in rounds}
-    for rescore in json.loads(path.read_text())["rescores"]:
+    for rescore in rescored["rescores"]:
         for rnd, d in rescore["rounds"].items():
             row = by_round.get(rnd)
             if row is not None:
