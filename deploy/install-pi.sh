@@ -6,8 +6,8 @@
 #   install-pi.sh ... --dry-run                                              print the plan only
 #   install-pi.sh --uninstall                                                remove all but the config
 #   --prefix DIR   install under DIR (a throw-away root for tests: no apt, no user, no systemctl)
-#   --torch SPEC   the torch requirement (default: torch==2.13.0 on x86_64; torch==2.9.1 on aarch64, the CPU
-#                  build on PyPI — PyPI's aarch64 torch 2.13.0 is a 2.7 GB CUDA build)
+#   --torch SPEC   the torch requirement (default: torch==$(torch-version.sh): 2.13.0 on x86_64, 2.9.1 on
+#                  aarch64, the CPU build on PyPI — PyPI's aarch64 torch 2.13.0 is a 2.7 GB CUDA build)
 set -euo pipefail
 
 prefix=""
@@ -37,7 +37,7 @@ unit_src="$here/edgemir.service"
 [ -f "$unit_src" ] || unit_src="$here/../systemd/edgemir.service"
 config_src="$here/edgemir.toml"
 if [ -z "$torch_spec" ]; then
-  if [ "$(uname -m)" = "aarch64" ]; then torch_spec="torch==2.9.1"; else torch_spec="torch==2.13.0"; fi
+  torch_spec="torch==$(bash "$here/torch-version.sh")"
 fi
 
 run() {

@@ -9,5 +9,5 @@ wheel="$(printf '%s\n' "$out" | grep '\.whl$')"
 bundles="$(printf '%s\n' "$out" | grep 'bundles' | cut -d' ' -f1)"
 remote=/tmp/edgemir-deploy
 ssh "$host" "mkdir -p $remote"
-scp "$wheel" "$bundles" deploy/install-pi.sh deploy/edgemir.toml systemd/edgemir.service "$host:$remote/"
+scp "$wheel" "$bundles" deploy/install-pi.sh deploy/torch-version.sh deploy/edgemir.toml systemd/edgemir.service "$host:$remote/"
 ssh "$host" "sudo bash $remote/install-pi.sh --wheel $remote/$(basename "$wheel") --bundles $remote/$(basename "$bundles")"

@@ -95,7 +95,9 @@ class Runner:
             events = self.engine.finish()
             self._fan_out(events, 0.0)
             return False
-        if len(x) == 0:
+        if len(x) == 0:  # nothing yet (or the device is away): the loop is healthy, so keep pinging
+            if self.notify:
+                self.notify.ping()
             time.sleep(0.002)
             return True
         t0 = time.perf_counter()

@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--models", type=Path, help="folder of bundles (before the shipped ones)")
     r.add_argument("--file", type=Path, help="analyse this file instead of a device")
     r.add_argument("--realtime", action="store_true", help="pace --file in real time")
+    r.add_argument("--wait-device", action="store_true",
+                   help="wait for a missing input device instead of playing the demo (the service's mode)")
     r.add_argument("--jsonl", help="write events as JSON lines to PATH, or - for stdout")
     r.add_argument("--osc", help="send events as OSC to HOST:PORT")
     r.add_argument("--no-display", action="store_true", help="no live display (services, pipes)")
@@ -131,7 +133,7 @@ def _open_source(args, console):
     if isinstance(dev, str) and dev.isdigit():
         dev = int(dev)
     try:
-        return LiveInput(dev, log=lambda m: console.print(m, style="yellow")), False
+        return LiveInput(dev, log=lambda m: console.print(m, style="yellow"), wait=args.wait_device), False
     except UserError as e:
         if args.device is not None:
             raise

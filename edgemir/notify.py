@@ -19,7 +19,8 @@ class Notifier:
             self.addr = addr
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         usec = os.environ.get("WATCHDOG_USEC")
-        self.interval = interval_s if interval_s is not None else (int(usec) / 2e6 if usec else 1.0)
+        # a quarter of WatchdogSec: a ping still lands in time when a device re-open blocks for a few seconds
+        self.interval = interval_s if interval_s is not None else (int(usec) / 4e6 if usec else 1.0)
         self.last = 0.0
         self.is_ready = False
 
@@ -36,7 +37,8 @@ class Notifier:
         self.send("READY=1")
 
     def ping(self) -> None:
-        """Called from the worker loop after each processed block: a stuck worker stops pinging."""
+        """Called from the worker loop on every pass (a processed block, or a wait for audio while the
+        device is away): a worker stuck in a model stops pinging."""
         now = time.monotonic()
         if now - self.last >= self.interval:
             self.last = now

@@ -109,9 +109,13 @@ class FileSource(Source):
 class LiveInput(Source):
     """A device that may come and go (USB microphone unplugged, audio server restarted): on loss it
     logs, closes the stream, and re-opens with back-off; reads meanwhile return no samples, so the
-    worker loop (and its watchdog pings) keep running. Never ends by itself."""
+    worker loop (and its watchdog pings) keep running. Never ends by itself.
 
-    def __init__(self, device: str | int | None, log=print, backoff: tuple[float, float] = (0.5, 30.0)) -> None:
+    ``wait=True`` (the service): a device missing at start is waited for in the same way instead
+    of being an error."""
+
+    def __init__(self, device: str | int | None, log=print, backoff: tuple[float, float] = (0.5, 5.0),
+                 wait: bool = False) -> None:
         self.device = device
         self.log = log
         self.backoff0, self.backoff_max = backoff
@@ -123,7 +127,9 @@ class LiveInput(Source):
         self.gaps_before = 0.0  # clock gaps of earlier (closed) devices
         self.total = 0  # samples returned so far (the engine's timeline)
         self.base = 0  # self.total when the current device was opened
-        self._open(first=True)
+        self.waiting_since: float | None = None  # monotonic time the device went missing
+        self.last_log = 0.0
+        self._open(first=not wait)
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -143,16 +149,28 @@ class LiveInput(Source):
         except UserError as e:
             if first:
                 raise
-            self.log(f"input device still unavailable ({e}); next try in {self.delay:.1f} s")
-            self.retry_at = time.monotonic() + self.delay
+            now = time.monotonic()
+            if self.waiting_since is None:
+                self.waiting_since = now
+                self.log(f"waiting for input device: {e}; retrying every {self.backoff_max:.0f} s at most")
+                self.last_log = now
+            elif now - self.last_log >= 60:  # a line a minute, not one per retry
+                self.log(f"still waiting for input device ({now - self.waiting_since:.0f} s): {e}")
+                self.last_log = now
+            self.retry_at = now + self.delay
             self.delay = min(self.delay * 2, self.backoff_max)
             return False
         self.inner = src
         self.base = self.total
         self.delay = self.backoff0
         if not first:
-            self.reconnects += 1
-            self.log(f"input device re-opened: {src.name}")
+            waited = f" after {time.monotonic() - self.waiting_since:.1f} s" if self.waiting_since is not None else ""
+            if self.reconnects or self.total:
+                self.reconnects += 1
+                self.log(f"input device re-opened{waited}: {src.name}")
+            else:
+                self.log(f"input device opened{waited}: {src.name}")
+        self.waiting_since = None
         return True
 
     def start(self) -> None:
@@ -177,7 +195,8 @@ class LiveInput(Source):
                 return x
             self.log(f"input device lost ({self.inner.name}); re-opening with back-off")
             self._close()
-            self.retry_at = time.monotonic() + self.delay
+            self.waiting_since = self.last_log = time.monotonic()
+            self.retry_at = self.waiting_since + self.delay
         elif time.monotonic() >= self.retry_at:
             self._open()
         return np.zeros(0, dtype=np.float32)

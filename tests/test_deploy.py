@@ -8,7 +8,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 from conftest import ROOT
 
 SCRIPTS = sorted((ROOT / "deploy").glob("*.sh"))
@@ -60,6 +62,21 @@ def test_install_into_prefix_is_idempotent_and_verifies(tmp_path, tiny_bundles):
     assert r.returncode != 0
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+    # the runtime-only venv (no train/dev extras) resamples files at the usual device rates
+    # (soxr was missing from the runtime dependencies: ModuleNotFoundError on 44.1 kHz)
+    wavs = []
+    for rate in (44100, 48000):
+        n = int(3 * rate)
+        x = (0.3 * np.sin(2 * np.pi * 220 * np.arange(n) / rate)).astype(np.float32)
+        x[:: rate // 2] = 0.9  # clicks
+        wavs.append(tmp_path / f"tone{rate}.wav")
+        sf.write(wavs[-1], x, rate, subtype="PCM_16")
+    out = tmp_path / "analysis"
+    r = subprocess.run([str(exe), "analyze", *map(str, wavs), "--models", str(prefix / "opt/edgemir/models"),
+                        "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for w in wavs:
+        assert list(out.glob(w.stem + ".*")), (w, sorted(out.iterdir()))
     # idempotent: a second run succeeds and keeps a user's config
     config.write_text(config.read_text() + "\n# my edit\n")
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)

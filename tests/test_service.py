@@ -102,11 +102,20 @@ def test_invalid_config_is_one_line(tmp_path, tiny_bundles):
 
 
 @pytest.mark.skipif(subprocess.run(["which", "jackd"], capture_output=True).returncode != 0, reason="no jackd")
-def test_device_loss_recovers_with_the_process_alive(tiny_bundles, tmp_path):
-    """The audio server (a real JACK capture device) dies mid-stream and comes back: edgemir logs
-    the loss, keeps running (its capture process is replaced), and events flow again."""
+def test_service_waits_for_its_device_and_pings_through_a_long_loss(tiny_bundles, tmp_path):
+    """The service's mode (``--wait-device``, a notify socket, the unit's WatchdogSec=10) on a real
+    JACK capture device. Started before the audio server exists, edgemir waits for it (alive,
+    pinging, saying so); when the server comes, events flow; the server then dies for 15 s, longer
+    than WatchdogSec: the pings go on throughout, the process stays up (its capture process is
+    replaced), and events flow again once the server is back.
+
+    Before: ``Runner.step`` returned on empty reads without pinging (a 4-s loss left a 3.9-s gap
+    in the pings, so a loss past WatchdogSec got the service killed), and with no device at start
+    the service played the demo clip and exited 0 (``Restart=on-failure`` left it stopped)."""
     server = f"edgemirloss{os.getpid()}"
-    env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_DEFAULT_SERVER=server, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_DEFAULT_SERVER=server, PYTHONPATH=str(ROOT),
+               NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="10000000")
+    got, stop_listening = _listen(tmp_path / "notify.sock")
 
     def jack():
         j = subprocess.Popen(["jackd", "-n", server, "-d", "dummy", "-r", "16000", "-p", "160"], env=env,
@@ -124,17 +133,22 @@ def test_device_loss_recovers_with_the_process_alive(tiny_bundles, tmp_path):
             time.sleep(0.2)
         assert lines() >= n
 
-    j = jack()
     out = tmp_path / "events.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "edgemir", "run", "--device", "system", "--models", str(tiny_bundles),
-                             "--tasks", "pitch", "--no-display", "--jsonl", str(out)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "edgemir", "run", "--device", "system", "--wait-device",
+                             "--models", str(tiny_bundles), "--tasks", "pitch", "--no-display", "--jsonl", str(out)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    j = None
     try:
+        time.sleep(5)  # no server yet: the service waits
+        assert proc.poll() is None
+        j = jack()
         wait_for(100)
         j.terminate()  # (a SIGKILLed jackd leaves its entry in JACK's shared registry, which holds few)
         j.wait()
-        time.sleep(4)  # lost, and at least one failed re-open with the server down
+        lost = time.monotonic()
+        time.sleep(15)  # longer than WatchdogSec
         assert proc.poll() is None
+        back = time.monotonic()
         before = lines()
         j = jack()
         wait_for(before + 100)  # re-opened: events flow again
@@ -142,9 +156,10 @@ def test_device_loss_recovers_with_the_process_alive(tiny_bundles, tmp_path):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     finally:
+        stop_listening.set()
         if proc.poll() is None:
             proc.kill()
-        if j.poll() is None:  # SIGTERM: a SIGKILLed jackd stays in JACK's small shared registry
+        if j is not None and j.poll() is None:  # SIGTERM: a SIGKILLed jackd stays in JACK's small shared registry
             j.terminate()
             try:
                 j.wait(10)
@@ -152,4 +167,10 @@ def test_device_loss_recovers_with_the_process_alive(tiny_bundles, tmp_path):
                 j.kill()
     err = err.decode()
     assert proc.returncode == 0, err
-    assert "input device lost" in err and "input device re-opened" in err and "Traceback" not in err
+    assert "waiting for input device" in err and "input device opened" in err, err
+    assert "input device lost" in err and "input device re-opened" in err and "Traceback" not in err, err
+    msgs = [m for _, m in got]
+    assert msgs[0] == "READY=1" and msgs[-1] == "STOPPING=1", msgs[:3]
+    pings = np.array([t for t, m in got if m == "WATCHDOG=1"])
+    assert ((pings > lost) & (pings < back)).sum() >= 5  # a ping every 2.5 s through the 15-s loss
+    assert np.diff(pings).max() < 5.0, np.diff(pings).max()  # never near WatchdogSec=10
