@@ -2,7 +2,8 @@
 
 A bundle is a TorchScript file holding a ``TaskModel`` (filterbank + network + output
 activation) with a JSON card in its extra files. Loading checks the format version, the
-front-end parameters and the sha256 of the weights before anything runs.
+front-end parameters, the sha256 of the weights and the sha256 of the card (which holds the
+weights' one, so the two seal the whole bundle) before anything runs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from edgemir.errors import UserError
 from edgemir.frontend import FRONTEND_CARD, FeatureBank
 from edgemir.labels import PITCH_BINS, TASKS
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the card is sealed by card_sha256 (1: only the weights were)
 CARD_NAME = "card.json"
 SUFFIX = ".ts"
 
@@ -68,6 +69,19 @@ def weights_sha256(module: nn.Module) -> str:
     return h.hexdigest()
 
 
+def card_sha256(card: dict) -> str:
+    """The digest of a card's content (key order and layout do not matter), without its own field."""
+    body = {k: v for k, v in card.items() if k != "card_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def sealed_card(card: dict) -> str:
+    """The card's JSON text as stored in a bundle, with its ``card_sha256``."""
+    card = {k: v for k, v in card.items() if k != "card_sha256"}
+    card["card_sha256"] = card_sha256(card)
+    return json.dumps(card, indent=1)
+
+
 def save_bundle(model: TaskModel, card: dict, path: Path) -> Path:
     """Script the model and write it with its card (sha256 and format version filled in)."""
     scripted = torch.jit.script(model.eval())
@@ -77,7 +91,7 @@ def save_bundle(model: TaskModel, card: dict, path: Path) -> Path:
     card["weights_sha256"] = weights_sha256(scripted)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(scripted, str(path), _extra_files={CARD_NAME: json.dumps(card, indent=1)})
+    torch.jit.save(scripted, str(path), _extra_files={CARD_NAME: sealed_card(card)})
     return path
 
 
@@ -116,11 +130,13 @@ def load_bundle(path: Path) -> Bundle:
         raise UserError(f"{path}: corrupt or truncated bundle ({msg})") from None
     try:
         card = json.loads(extra[CARD_NAME])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{path}: bundle has no readable card") from None
     if not isinstance(card, dict) or card.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path}: bundle format version {card.get('format_version') if isinstance(card, dict) else '?'}"
                         f" is not supported (this edgemir reads version {FORMAT_VERSION})")
+    if card.get("card_sha256") != card_sha256(card):
+        raise UserError(f"{path}: the card does not match its sha256 (tampered or damaged bundle)")
     if card.get("task") not in TASKS:
         raise UserError(f"{path}: unknown task {card.get('task')!r} in card")
     if card.get("frontend") != FRONTEND_CARD:

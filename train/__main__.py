@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     am.add_argument("--set", dest="changes", action="append", required=True, metavar="KEY=VALUE")
     am.add_argument("--reason", required=True)
 
+    rz = sub.add_parser("reseal", help="bring format-1 bundles to the current format (the card sealed by its sha256)")
+    rz.add_argument("bundles", nargs="+", type=Path)
+
     rt = sub.add_parser("retune", help="re-tune written bundles' decoder settings on valid and re-measure their scores")
     rt.add_argument("bundles", nargs="+", type=Path)
     rt.add_argument("--data", type=Path, required=True, help="the task's data folder (valid/ and test/)")
@@ -192,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
             for b in args.bundles:
                 amend_card(b, {k: v for k, _, v in pairs}, args.reason)
                 print(f"amended {b}")
+        elif args.cmd == "reseal":
+            from train.export import reseal
+
+            for b in args.bundles:
+                card = reseal(b)
+                print(f"resealed {b}: format {card['format_version']}, {card['bytes']} bytes")
         elif args.cmd == "retune":
             from train.retune import retune
 

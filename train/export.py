@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from edgemir.bundle import CARD_NAME, TaskModel, activation_for, load_bundle, save_bundle
+from edgemir.bundle import (CARD_NAME, FORMAT_VERSION, TaskModel, activation_for, load_bundle, save_bundle, sealed_card,
+                            weights_sha256)
 from edgemir.errors import UserError
 from edgemir.frontend import FEATURE_SPECS, N_BINS, FeatureBank, bank_for
 from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES, FRAME_RATE, HOP, SAMPLE_RATE
@@ -123,12 +124,24 @@ def amend_card(path: Path, changes: dict[str, str], reason: str) -> dict:
     return card
 
 
+def reseal(path: Path) -> dict:
+    """Bring a format-1 bundle (only its weights sealed) to the current format: the same module and
+    card, plus ``card_sha256``. The weights' sha256 is checked first; the file's bytes are re-measured."""
+    extra = {CARD_NAME: ""}
+    module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    card = json.loads(extra[CARD_NAME])
+    if weights_sha256(module) != card.get("weights_sha256"):
+        raise UserError(f"{path}: weights do not match the card's sha256; not resealing a damaged bundle")
+    card["format_version"] = FORMAT_VERSION
+    rewrite_card(path, module, card)
+    return card
+
+
 def rewrite_card(path: Path, module, card: dict) -> None:
     """Replace a written bundle's card (same module, bytes re-settled) through a temporary file."""
     tmp = Path(path).with_suffix(".card.tmp")
     try:
-        _write_settled(lambda c: torch.jit.save(module, str(tmp), _extra_files={CARD_NAME: json.dumps(c, indent=1)}),
-                       card, tmp)
+        _write_settled(lambda c: torch.jit.save(module, str(tmp), _extra_files={CARD_NAME: sealed_card(c)}), card, tmp)
     except UserError:
         tmp.unlink()
         raise
