@@ -13,8 +13,16 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from edgemir.bundle import (CARD_NAME, FORMAT_VERSION, TaskModel, activation_for, load_bundle, save_bundle, sealed_card,
-                            weights_sha256)
+from edgemir.bundle import (
+    CARD_NAME,
+    FORMAT_VERSION,
+    TaskModel,
+    activation_for,
+    load_bundle,
+    save_bundle,
+    sealed_card,
+    weights_sha256,
+)
 from edgemir.errors import UserError
 from edgemir.frontend import FEATURE_SPECS, N_BINS, FeatureBank, bank_for
 from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES, FRAME_RATE, HOP, SAMPLE_RATE
