@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from edgemir.bundle import Bundle, find_bundles, load_bundle
@@ -21,12 +22,18 @@ from edgemir.sources import Source
 
 
 def parse_tasks(s: str | None) -> list[str]:
-    if not s:
+    """``--tasks``: None means all; an empty list, an unknown or a repeated task is an error."""
+    if s is None:
         return list(TASKS)
     tasks = [t.strip() for t in s.split(",") if t.strip()]
+    if not tasks:
+        raise UserError(f"--tasks is empty (choose from {', '.join(TASKS)})")
     for t in tasks:
         if t not in TASKS:
             raise UserError(f"unknown task {t!r} (choose from {', '.join(TASKS)})")
+    dup = sorted({t for t in tasks if tasks.count(t) > 1})
+    if dup:
+        raise UserError(f"--tasks names {', '.join(dup)} twice")
     return tasks
 
 
@@ -79,6 +86,9 @@ class Runner:
         self.state = LiveState()
         self.la = {r.task: r.la for r in engine.runners}
         self.samples = 0
+        self.nonfinite = 0  # samples that were NaN/inf (replaced by 0)
+        self.clipped = 0  # samples at or over full scale
+        self.peak = 0.0
 
     def latency_ms(self, e: Event, block_compute_s: float) -> float:
         needed = (e.frame + self.la.get(e.task, 0)) * HOP + N_FFT // 2
@@ -100,6 +110,7 @@ class Runner:
                 self.notify.ping()
             time.sleep(0.002)
             return True
+        x = self._sanitise(x)
         t0 = time.perf_counter()
         events = self.engine.push(x)
         self.samples += len(x)
@@ -108,6 +119,19 @@ class Runner:
         if self.notify:
             self.notify.ping()
         return True
+
+    def _sanitise(self, x: np.ndarray) -> np.ndarray:
+        """Non-finite samples (a broken driver, a bad plug-in upstream) become 0 and are counted, so
+        they can never reach the models; clipping is counted and the peak kept."""
+        bad = ~np.isfinite(x)
+        if bad.any():
+            self.nonfinite += int(bad.sum())
+            x = np.where(bad, np.float32(0), x).astype(np.float32)
+        a = np.abs(x)
+        if len(a):
+            self.peak = max(self.peak, float(a.max()))
+            self.clipped += int(np.count_nonzero(a >= 0.999))
+        return x
 
     def _fan_out(self, events: list[Event], compute_s: float) -> None:
         for e in events:
@@ -131,7 +155,9 @@ class Runner:
                 "cpu_percent": cpu, "xruns": self.source.xruns,
                 "gap_s": self.source.gap_seconds, "latency_p50_ms": st.percentile(self.state.latencies, 50),
                 "latency_p99_ms": st.percentile(self.state.latencies, 99), "hops": st.hops,
-                "level_db": self.engine.level_db, "audio_s": self.state.audio_s}
+                "level_db": self.engine.level_db, "audio_s": self.state.audio_s,
+                "nonfinite": self.nonfinite + getattr(self.source, "nonfinite", 0), "clipped": self.clipped,
+                "peak": self.peak}
 
 
 def set_threads(n: int) -> None:
@@ -155,10 +181,14 @@ def analyze_file(path: Path, bundles: dict[str, Bundle], out: Path, block: int =
             if progress:
                 progress(runner.samples / SAMPLE_RATE)
         written = writer.close(summary_of(eng))
-    except BaseException:
+    except OSError as e:  # the output side: a full disk, a folder that went away (input errors are UserErrors)
+        writer.abort()
+        raise UserError(f"{path}: cannot write results to {out}: {e.strerror or e}") from None
+    except BaseException:  # including Ctrl-C and SIGTERM (see cli): nothing half-written is left
         writer.abort()
         raise
     finally:
         src.stop()
     return {"file": str(path), "duration": src.duration, "events": writer.n_json,
-            "written": [str(p) for p in written], "compute_ms_total": eng.stats.compute_total_ms}
+            "written": [str(p) for p in written], "compute_ms_total": eng.stats.compute_total_ms, "peak": runner.peak,
+            "clipped": runner.clipped}

@@ -151,13 +151,18 @@ def load_bundle(path: Path) -> Bundle:
 
 def find_bundles(models_dir: Path | None, tasks: list[str]) -> dict[str, Path]:
     """The bundle per task: first in ``models_dir`` (a folder, or one bundle file), then in the
-    package's ``edgemir/models/``."""
-    dirs = ([Path(models_dir)] if models_dir else []) + [Path(__file__).parent / "models"]
+    package's ``edgemir/models/``. A file given on its own must be a bundle for one of ``tasks``."""
     if models_dir and not Path(models_dir).exists():
         raise UserError(f"{models_dir}: models folder or bundle not found")
     found: dict[str, Path] = {}
+    if models_dir and Path(models_dir).is_file():
+        t = read_card(Path(models_dir)).get("task")  # not a bundle: a one-line error
+        if t not in tasks:
+            raise UserError(f"{models_dir}: a bundle for {t!r}, not for the requested {', '.join(tasks)}")
+        found[t] = Path(models_dir)
+    dirs = ([Path(models_dir)] if models_dir and Path(models_dir).is_dir() else []) + [Path(__file__).parent / "models"]
     for d in dirs:
-        for p in [d] if d.is_file() else sorted(d.glob("*" + SUFFIX)):
+        for p in sorted(d.glob("*" + SUFFIX)):
             try:
                 t = read_card(p).get("task")
             except UserError:
@@ -165,6 +170,3 @@ def find_bundles(models_dir: Path | None, tasks: list[str]) -> dict[str, Path]:
             if t in tasks and t not in found:
                 found[t] = p
     return found
-
-
-assert PITCH_BINS == 360

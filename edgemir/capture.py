@@ -182,12 +182,12 @@ class ProcessDeviceSource:
         x = np.concatenate([self.ring[i:i + k], self.ring[: w - r - k]])
         self.head[R] = w
         now = time.perf_counter()
-        if self.resampler is not None:
-            x = self.resampler.resample_chunk(x)
         bad = ~np.isfinite(x)
-        if bad.any():
+        if bad.any():  # before the resampler: one NaN would poison its filter state for good
             self.nonfinite += int(bad.sum())
             x = np.where(bad, 0.0, x).astype(np.float32)
+        if self.resampler is not None:
+            x = self.resampler.resample_chunk(x)
         self.out_count += len(x)
         self.clock.append((self.out_count, now))
         self.clock = self.clock[-64:]

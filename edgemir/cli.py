@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import time
 from pathlib import Path
 
 from edgemir import __version__
+from edgemir.config import arg_type, positive_float
 from edgemir.errors import UserError
 
 DEMO = Path(__file__).parent / "data" / "demo.wav"
 
 
+class Terminated(BaseException):
+    """SIGTERM during ``analyze`` or ``bench``: unwinds like Ctrl-C, so outputs are cleaned up."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, as every other bad input (argparse prints the usage too)
+        self.exit(2, f"error: {self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edgemir", description="ultra-light deep music analysis")
+    p = Parser(prog="edgemir", description="ultra-light deep music analysis")
     p.add_argument("--version", action="version", version=f"edgemir {__version__}")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
 
     r = sub.add_parser("run", help="live analysis from an input device (or a file)")
     r.add_argument("--device", help="input device index or name (see 'edgemir devices')")
@@ -31,9 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--jsonl", help="write events as JSON lines to PATH, or - for stdout")
     r.add_argument("--osc", help="send events as OSC to HOST:PORT")
     r.add_argument("--no-display", action="store_true", help="no live display (services, pipes)")
-    r.add_argument("--duration", type=float, help="stop after S seconds of audio")
-    r.add_argument("--block", type=int, help="hops per model run (latency vs CPU; default 4)")
-    r.add_argument("--threads", type=int, help="torch threads (default 1)")
+    r.add_argument("--duration", type=positive_float, help="stop after S seconds of audio")
+    r.add_argument("--block", type=arg_type("block"), help="hops per model run (latency vs CPU; default 4)")
+    r.add_argument("--threads", type=arg_type("threads"), help="torch threads (default 1)")
     r.add_argument("--config", type=Path, help="TOML config (default /etc/edgemir/edgemir.toml if present)")
 
     a = sub.add_parser("analyze", help="offline analysis of files through the same engine")
@@ -41,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--tasks")
     a.add_argument("--models", type=Path)
     a.add_argument("--out", type=Path, required=True)
-    a.add_argument("--threads", type=int, default=1)
+    a.add_argument("--threads", type=arg_type("threads"), default=1)
 
     i = sub.add_parser("info", help="print a bundle's card")
     i.add_argument("bundle", type=Path, nargs="?")
@@ -52,11 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="latency, cost and accuracy of bundles side by side")
     b.add_argument("bundles", nargs="*", type=Path)
     b.add_argument("--tasks")
-    b.add_argument("--threads", type=int, default=1)
-    b.add_argument("--seconds", type=float, default=10.0)
+    b.add_argument("--threads", type=arg_type("threads"), default=1)
+    b.add_argument("--seconds", type=positive_float, default=10.0)
     b.add_argument("--json", type=Path)
     b.add_argument("--plot", type=Path)
-    b.add_argument("--soak", type=float, metavar="MINUTES",
+    b.add_argument("--soak", type=positive_float, metavar="MINUTES",
                    help="instead: analyze a MINUTES-long file with the tasks; wall time, RTF, RSS growth")
     b.add_argument("--soak-clip", type=Path, help="audio tiled into the soak file (default: the demo clip)")
     return p
@@ -112,12 +123,23 @@ def cmd_analyze(args) -> int:
 
     set_threads(args.threads)
     tasks = parse_tasks(args.tasks)
+    stems: dict[str, list[str]] = {}
+    for f in args.files:
+        stems.setdefault(Path(f).stem, []).append(str(f))
+    clash = {k: v for k, v in stems.items() if len(v) > 1}
+    if clash:
+        name, files = next(iter(clash.items()))
+        raise UserError(f"{' and '.join(files)} would write the same outputs ({name}.*) in {args.out}; "
+                        "analyse them in separate runs or rename one")
     bundles = load_models(tasks, args.models)
     failed = 0
     for f in args.files:
         try:
             res = analyze_file(f, bundles, args.out)
             print(json.dumps({k: res[k] for k in ("file", "duration", "events")}))
+            if res["peak"] > 1.0:
+                print(f"warning: {f} peaks at {res['peak']:.2f}, {20 * math.log10(res['peak']):.1f} dB over full scale "
+                      f"({res['clipped']} samples): results may be unreliable; normalise the file", file=sys.stderr)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             failed += 1
@@ -257,6 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID` dumps every thread's stack (debugging a stuck service)
         faulthandler.register(signal.SIGUSR1, all_threads=True)
     args = build_parser().parse_args(argv)
+
+    def _terminate(*_):
+        raise Terminated
+
+    if args.cmd != "run":  # run stops gracefully on SIGTERM (its own handler)
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         if args.cmd == "info":
             return cmd_info(args)
@@ -275,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     return 0
 
 

@@ -14,7 +14,8 @@ DEFAULT_PATH = Path("/etc/edgemir/edgemir.toml")
 # key -> (type check, description)
 RUN_KEYS = {
     "device": (lambda v: isinstance(v, (str, int)), "a device index or name"),
-    "tasks": (lambda v: isinstance(v, list) and v and all(t in TASKS for t in v), f"a list of tasks from {TASKS}"),
+    "tasks": (lambda v: isinstance(v, list) and v and all(t in TASKS for t in v) and len(set(v)) == len(v),
+              f"a list of distinct tasks from {TASKS}"),
     "models": (lambda v: isinstance(v, str), "a folder path"),
     "osc": (lambda v: isinstance(v, str) and ":" in v, "HOST:PORT"),
     "jsonl": (lambda v: isinstance(v, str), "a file path or -"),
@@ -28,6 +29,38 @@ THRESHOLD_KEYS = {
               "three numbers in 0..1 (kick, snare, hihat)"),
     "chord_min_frames": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
 }
+
+
+def arg_type(key: str, convert=int):
+    """An argparse ``type`` that checks a command-line value as the config file checks ``run.KEY``:
+    a bad value is argparse's one-line error (exit 2), naming the option and the reason."""
+    import argparse
+
+    ok, what = RUN_KEYS[key]
+
+    def parse(text: str):
+        try:
+            v = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return v
+
+    return parse
+
+
+def positive_float(text: str) -> float:
+    import argparse
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return v
 
 
 def load_config(path: Path | None) -> dict:

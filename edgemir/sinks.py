@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -14,38 +18,63 @@ from edgemir.errors import UserError
 from edgemir.labels import NO_FAMILY
 
 
+def _num(x, digits: int) -> float | None:
+    """A rounded finite number, or None (JSON has no NaN)."""
+    x = float(x)
+    return round(x, digits) if math.isfinite(x) else None
+
+
 def event_dict(e: Event, latency_ms: float | None) -> dict:
-    d = {"t": round(e.t, 4), "task": e.task, "value": e.value if not isinstance(e.value, float) else round(e.value, 3),
-         "confidence": round(float(e.confidence), 4), "latency_ms": None if latency_ms is None else round(latency_ms, 2)}
+    d = {"t": _num(e.t, 4), "task": e.task, "value": e.value if not isinstance(e.value, float) else _num(e.value, 3),
+         "confidence": _num(e.confidence, 4), "latency_ms": None if latency_ms is None else _num(latency_ms, 2)}
     if "velocity" in e.extra:
-        d["velocity"] = round(float(e.extra["velocity"]), 3)
+        d["velocity"] = _num(e.extra["velocity"], 3)
     return d
 
 
 class JsonlSink:
-    """One JSON object per event; ``-`` writes to stdout."""
+    """One JSON object per event; ``-`` writes to stdout. Each line is written whole: when the disk
+    fills, the file is cut back to its last complete line and the run stops with a one-line error."""
 
     def __init__(self, target: str) -> None:
+        self.target = target
         if target == "-":
-            self.f = sys.stdout
-            self.close_it = False
+            self.fd = None
         else:
             try:
-                self.f = open(target, "a", buffering=1)
+                self.fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             except OSError as e:
                 raise UserError(f"cannot write JSON lines to {target}: {e.strerror}") from None
-            self.close_it = True
+            self.good = os.lseek(self.fd, 0, os.SEEK_END)  # the end of the last complete line
 
     def emit(self, e: Event, latency_ms: float | None) -> None:
-        self.f.write(json.dumps(event_dict(e, latency_ms)) + "\n")
+        line = json.dumps(event_dict(e, latency_ms), allow_nan=False) + "\n"
+        if self.fd is None:
+            sys.stdout.write(line)
+            return
+        data = line.encode()
+        try:
+            n = os.write(self.fd, data)
+            if n != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self.good)
+            raise UserError(f"cannot write JSON lines to {self.target}: {err.strerror}") from None
+        self.good += n
 
     def flush(self) -> None:
-        self.f.flush()
+        if self.fd is None:
+            sys.stdout.flush()
 
     def close(self) -> None:
-        self.flush()
-        if self.close_it:
-            self.f.close()
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        else:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout.flush()
 
 
 class OscSink:
@@ -55,9 +84,15 @@ class OscSink:
     def __init__(self, target: str) -> None:
         from pythonosc.udp_client import SimpleUDPClient
 
+        import socket
+
         host, _, port = target.rpartition(":")
-        if not host or not port.isdigit():
-            raise UserError(f"--osc expects HOST:PORT, got {target!r}")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise UserError(f"--osc expects HOST:PORT with a port in 1..65535, got {target!r}")
+        try:
+            socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM)
+        except (OSError, UnicodeError) as e:
+            raise UserError(f"--osc: cannot resolve host {host!r} ({getattr(e, 'strerror', None) or e})") from None
         self.client = SimpleUDPClient(host, int(port))
 
     def emit(self, e: Event, latency_ms: float | None) -> None:
@@ -107,7 +142,11 @@ class AnalysisWriter:
         final = self.out / f"{self.name}{suffix}"
         part = final.with_name(final.name + ".part")
         self.parts[final] = part
-        return open(part, "w")
+        try:
+            return open(part, "w")
+        except OSError as e:
+            self.abort()
+            raise UserError(f"cannot write to {self.out}: {e.strerror}") from None
 
     def emit(self, e: Event, latency_ms: float | None = None) -> None:
         if e.t > self.duration + 1e-9:  # outputs of the silent right context after the end
@@ -120,7 +159,7 @@ class AnalysisWriter:
             self.files["drums"].write(fmt.drum_line(e.t, e.value))
         elif e.task == "chord":
             self.chords.append((e.t, e.value))
-        self.json.write(("," if self.n_json else "") + json.dumps(event_dict(e, None), default=_np))
+        self.json.write(("," if self.n_json else "") + json.dumps(event_dict(e, None), default=_np, allow_nan=False))
         self.n_json += 1
 
     def flush(self) -> None: ...
@@ -150,10 +189,14 @@ class AnalysisWriter:
         return written
 
     def abort(self) -> None:
-        for f in [*self.files.values(), self.json]:
-            f.close()
+        """Remove every temporary file; never raises (it runs on a full disk, or on SIGTERM)."""
+        for f in [*getattr(self, "files", {}).values(), getattr(self, "json", None)]:
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.close()
         for part in self.parts.values():
-            part.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                part.unlink(missing_ok=True)
 
 
 def _np(o):
