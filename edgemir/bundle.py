@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from edgemir.errors import UserError
 from edgemir.frontend import FRONTEND_CARD, FeatureBank
-from edgemir.labels import PITCH_BINS, TASKS
+from edgemir.labels import TASKS
 
 FORMAT_VERSION = 2  # 2: the card is sealed by card_sha256 (1: only the weights were)
 CARD_NAME = "card.json"

@@ -82,9 +82,9 @@ class OscSink:
     /edgemir/drum class velocity, /edgemir/instrument family conf."""
 
     def __init__(self, target: str) -> None:
-        from pythonosc.udp_client import SimpleUDPClient
-
         import socket
+
+        from pythonosc.udp_client import SimpleUDPClient
 
         host, _, port = target.rpartition(":")
         if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
