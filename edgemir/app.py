@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 
@@ -70,10 +70,15 @@ class LiveState:
     """What the display and the status line show."""
 
     events: deque = field(default_factory=lambda: deque(maxlen=500))  # the latest events
-    latencies: deque = field(default_factory=lambda: deque(maxlen=2000))  # ms, per event
+    latencies: deque = field(default_factory=lambda: deque(maxlen=2000))  # ms, per event, after warm-up
+    warmup_latencies: list = field(default_factory=list)  # ms, per event, in the first WARMUP_S of audio
     started: float = field(default_factory=time.perf_counter)
     cpu0: float = field(default_factory=time.process_time)
     audio_s: float = 0.0
+    cpu_hist: deque = field(default_factory=lambda: deque(maxlen=10))  # (wall, cpu) every 0.5 s
+
+
+WARMUP_S = 2.0  # audio seconds whose latencies are kept out of the percentiles
 
 
 class Runner:
@@ -134,9 +139,15 @@ class Runner:
         return x
 
     def _fan_out(self, events: list[Event], compute_s: float) -> None:
-        for e in events:
+        for i, e in enumerate(events):
             lat = self.latency_ms(e, compute_s)
-            self.state.latencies.append(lat)
+            if self.state.audio_s >= WARMUP_S:  # the first seconds (caches, allocator) are shown apart
+                self.state.latencies.append(lat)
+            else:
+                self.state.warmup_latencies.append(lat)
+            off = self.source.time_offset(e.frame * HOP)
+            if off:  # after an outage: times stay on the wall clock
+                e = events[i] = replace(e, t=e.t + off)
             for s in self.sinks:
                 s.emit(e, lat)
         if events:
@@ -148,8 +159,12 @@ class Runner:
 
     def status(self) -> dict:
         st = self.engine.stats
-        wall = time.perf_counter() - self.state.started
-        cpu = (time.process_time() - self.state.cpu0) / wall * 100 if wall > 0 else 0.0
+        now, cpu_now = time.perf_counter(), time.process_time()
+        hist = self.state.cpu_hist  # CPU over the last ~5 s, not since start-up (model loading, warm-up)
+        if not hist or now - hist[-1][0] >= 0.5:
+            hist.append((now, cpu_now))
+        wall0, cpu0 = hist[0]
+        cpu = (cpu_now - cpu0) / (now - wall0) * 100 if now - wall0 > 0.2 else float("nan")
         comp = list(islice(st.compute_ms, max(0, len(st.compute_ms) - 500), None))
         return {"compute_p50_ms": st.percentile(comp, 50), "compute_p99_ms": st.percentile(comp, 99),
                 "cpu_percent": cpu, "xruns": self.source.xruns,
@@ -157,7 +172,9 @@ class Runner:
                 "latency_p99_ms": st.percentile(self.state.latencies, 99), "hops": st.hops,
                 "level_db": self.engine.level_db, "audio_s": self.state.audio_s,
                 "nonfinite": self.nonfinite + getattr(self.source, "nonfinite", 0), "clipped": self.clipped,
-                "peak": self.peak}
+                "peak": self.peak, "lost_for": getattr(self.source, "lost_for", None),
+                "retry_s": getattr(self.source, "retry_s", None),
+                "warmup_latency_p99_ms": st.percentile(self.state.warmup_latencies, 99)}
 
 
 def set_threads(n: int) -> None:

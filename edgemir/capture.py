@@ -21,6 +21,7 @@ import os
 import select
 import subprocess
 import sys
+import threading
 import time
 from multiprocessing import shared_memory
 
@@ -51,9 +52,13 @@ def clock_gap(adc: float, last_adc: float, last_frames: int, rate: int) -> int:
     return int(round(missing)) if missing > 1.5 * last_frames else 0
 
 
-def _child(device, shm_name: str, cap: int, blocksize: int) -> None:
+def _child(device, shm_name: str, cap: int, blocksize: int, retry_s: float = 0.0) -> None:
     """Open the device, report (name, rate) or an error on stdout, then copy samples until the
-    stream ends or the parent goes away."""
+    stream ends or the parent goes away. With ``retry_s`` > 0 a failed open is reported once
+    ("waiting") and retried every ``retry_s`` seconds with PortAudio re-initialised (it enumerates
+    devices only at initialisation): a device or audio server that comes back is seen within
+    ``retry_s``, without a new process per attempt. No stream was opened yet, so re-initialising
+    cannot block on a stream of a dead server."""
     from multiprocessing import resource_tracker
 
     import sounddevice as sd
@@ -61,58 +66,85 @@ def _child(device, shm_name: str, cap: int, blocksize: int) -> None:
     shm = shared_memory.SharedMemory(name=shm_name)
     resource_tracker.unregister(shm._name, "shared_memory")  # the parent owns (and unlinks) it
     head, ring = _views(shm, cap)
+    parent = os.getppid()
 
     def send(*msg) -> None:
         sys.stdout.write(json.dumps(msg) + "\n")
         sys.stdout.flush()
 
-    try:
-        info = sd.query_devices(device, "input")
-        index = info["index"] if "index" in info else device
-        channels = max(1, min(2, int(info["max_input_channels"])))
-        rate = SAMPLE_RATE
+    while True:
         try:
-            sd.check_input_settings(index, channels=channels, samplerate=SAMPLE_RATE, dtype="float32")
-        except Exception:
-            rate = int(info["default_samplerate"])
-        mix = np.zeros(1 << 16, dtype=np.float32)
-        last = [0.0, 0]  # the previous block's ADC time and length
-
-        def callback(indata, frames, time_info, status) -> None:  # realtime thread: copy only
-            if status.input_overflow:
-                head[FLAGS] += 1
-            adc = time_info.inputBufferAdcTime
-            head[GAP] += clock_gap(adc, last[0], last[1], rate)
-            last[0], last[1] = adc, frames
-            m = mix[:frames]
-            if channels == 1:
-                m[:] = indata[:, 0]
-            else:
-                np.mean(indata, axis=1, out=m)
-            w = int(head[W])
-            if w + frames - int(head[R]) > cap:  # the parent is too slow: drop this block
-                head[OVERFLOW] += 1
-                return
-            i = w % cap
-            k = min(frames, cap - i)
-            ring[i:i + k] = m[:k]
-            if k < frames:
-                ring[: frames - k] = m[k:]
-            head[W] = w + frames  # published after the samples
-
-        bs = blocksize if rate == SAMPLE_RATE else int(blocksize * rate / SAMPLE_RATE)
-        stream = sd.InputStream(device=index, channels=channels, samplerate=rate, blocksize=bs, dtype="float32",
-                                callback=callback)
-        stream.start()
-    except Exception as e:
-        send("error", str(e).splitlines()[0] if str(e) else type(e).__name__)
-        os._exit(0)
-    send("ok", info["name"], rate)
-    parent = os.getppid()
+            stream, name, rate = _open_stream(sd, device, head, ring, cap, blocksize)
+            break
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if retry_s <= 0:
+                send("error", msg)
+                os._exit(0)
+            send("waiting", msg)
+            while True:  # until it opens, or the parent goes away
+                time.sleep(retry_s)
+                if os.getppid() != parent:
+                    os._exit(0)
+                try:
+                    sd._terminate()
+                    sd._initialize()
+                    stream, name, rate = _open_stream(sd, device, head, ring, cap, blocksize)
+                    break
+                except Exception:
+                    continue
+            break
+    send("ok", name, rate)
     while stream.active and os.getppid() == parent:
         time.sleep(0.05)
     head[STATE] = ENDED
     os._exit(0)  # never wait on a stream the backend may not release
+
+
+def _open_stream(sd, device, head, ring, cap: int, blocksize: int):
+    """Start a callback stream that copies (down-mixed) samples into the ring; (stream, name, rate)."""
+    info = sd.query_devices(device, "input")
+    index = info["index"] if "index" in info else device
+    channels = max(1, min(2, int(info["max_input_channels"])))
+    rate = SAMPLE_RATE
+    try:
+        sd.check_input_settings(index, channels=channels, samplerate=SAMPLE_RATE, dtype="float32")
+    except Exception:
+        rate = int(info["default_samplerate"])
+    mix = np.zeros(1 << 16, dtype=np.float32)
+    last = [0.0, 0]  # the previous block's ADC time and length
+
+    def callback(indata, frames, time_info, status) -> None:  # realtime thread: copy only
+        if status.input_overflow:
+            head[FLAGS] += 1
+        adc = time_info.inputBufferAdcTime
+        head[GAP] += clock_gap(adc, last[0], last[1], rate)
+        last[0], last[1] = adc, frames
+        m = mix[:frames]
+        if channels == 1:
+            m[:] = indata[:, 0]
+        else:
+            np.mean(indata, axis=1, out=m)
+        w = int(head[W])
+        if w + frames - int(head[R]) > cap:  # the parent is too slow: drop this block
+            head[OVERFLOW] += 1
+            return
+        i = w % cap
+        k = min(frames, cap - i)
+        ring[i:i + k] = m[:k]
+        if k < frames:
+            ring[: frames - k] = m[k:]
+        head[W] = w + frames  # published after the samples
+
+    bs = blocksize if rate == SAMPLE_RATE else int(blocksize * rate / SAMPLE_RATE)
+    stream = sd.InputStream(device=index, channels=channels, samplerate=rate, blocksize=bs, dtype="float32",
+                            callback=callback)
+    stream.start()
+    return stream, info["name"], rate
+
+
+def describe(device) -> str:
+    return "(the default)" if device is None else repr(device)
 
 
 class ProcessDeviceSource:
@@ -122,28 +154,91 @@ class ProcessDeviceSource:
     nonfinite = 0
 
     def __init__(self, device: str | int | None, blocksize: int = 160, seconds: float = 4.0,
-                 open_timeout: float = 5.0, stall_s: float = 2.0) -> None:
+                 open_timeout: float = 5.0, stall_s: float = 2.0, retry_s: float = 0.0, log=None) -> None:
+        """``retry_s`` = 0: open now or raise a UserError. ``retry_s`` > 0: return at once; the child
+        keeps trying every ``retry_s`` s, and ``poll()`` says when the device is open. The audio
+        library's own messages on the child's stderr (libjack, ALSA) go to ``log``."""
         self.device = device
         self.stall_s = stall_s  # no samples for this long from a running stream = lost (e.g. a dead server)
         self.cap = int(seconds * 48000)
         self.shm = shared_memory.SharedMemory(create=True, size=HEADER + 4 * self.cap)
         self.head, self.ring = _views(self.shm, self.cap)
         self.head[:] = 0
+        self.log = log or (lambda m: None)
+        self.opened = False
+        self.waiting: str | None = None  # why the device is not open yet (retry mode)
+        self.rate = SAMPLE_RATE
+        self.name = f"device {describe(device)} (waiting)"
+        self.out_count = 0
+        self.clock: list[tuple[int, float]] = []
         # a fresh interpreter (no torch, no inherited locks), not multiprocessing: that would re-run
         # the caller's __main__ in the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edgemir.capture", json.dumps([device, self.shm.name, self.cap, blocksize])],
-            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        ready, _, _ = select.select([self.proc.stdout], [], [], open_timeout)
-        line = self.proc.stdout.readline() if ready else b""
-        if not line:
-            self.stop()
-            raise UserError(f"input device {device!r} did not open within {open_timeout:.0f} s")
-        msg = json.loads(line)
-        if msg[0] == "error":
-            self.stop()
-            raise UserError(f"no input device {device!r} ({msg[1]}); see 'edgemir devices'")
-        _, dev_name, self.rate = msg
+            [sys.executable, "-m", "edgemir.capture", json.dumps([device, self.shm.name, self.cap, blocksize, retry_s])],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        threading.Thread(target=self._forward_stderr, args=(self.proc.stderr,), daemon=True).start()
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        self.buf = b""
+        if retry_s > 0:
+            return
+        deadline = time.monotonic() + open_timeout
+        while not self.poll():
+            if self.waiting is not None or self.proc.poll() is not None and not self._pending_lines():
+                self.stop()
+                err = UserError(f"no input device {describe(device)} ({self.waiting or 'the capture process ended'});"
+                                " see 'edgemir devices'")
+                err.reason = self.waiting or "the capture process ended"
+                raise err
+            if time.monotonic() > deadline:
+                self.stop()
+                raise UserError(f"input device {describe(device)} did not open within {open_timeout:.0f} s")
+            select.select([self.proc.stdout], [], [], 0.05)
+
+    def _forward_stderr(self, pipe) -> None:
+        """The audio library writes to stderr (e.g. libjack: "cannot connect to server socket"): into the
+        log, a few lines per capture process, instead of over the display."""
+        shown = 0
+        while True:
+            try:
+                raw = pipe.readline()
+            except (OSError, ValueError):  # closed by stop()
+                return
+            if not raw:
+                return
+            line = raw.decode(errors="replace").strip()
+            if not line:
+                continue
+            shown += 1
+            if shown <= 5:
+                self.log(f"audio backend: {line}")
+            elif shown == 6:
+                self.log("audio backend: (more messages not shown)")
+
+    def _pending_lines(self) -> bool:
+        try:
+            chunk = self.proc.stdout.read()
+        except (OSError, ValueError):
+            chunk = None
+        if chunk:
+            self.buf += chunk
+        return b"\n" in self.buf
+
+    def poll(self) -> bool:
+        """Read the child's messages without blocking; True once the device is open."""
+        if self.opened:
+            return True
+        self._pending_lines()
+        while b"\n" in self.buf:
+            line, self.buf = self.buf.split(b"\n", 1)
+            msg = json.loads(line)
+            if msg[0] in ("error", "waiting"):
+                self.waiting = msg[1]
+            elif msg[0] == "ok":
+                self._opened(msg[1], msg[2])
+        return self.opened
+
+    def _opened(self, dev_name: str, rate: int) -> None:
+        self.opened, self.waiting, self.rate = True, None, rate
         self.name = f"device {dev_name} @ {self.rate} Hz"
         self.resampler = None
         if self.rate != SAMPLE_RATE:
@@ -171,6 +266,10 @@ class ProcessDeviceSource:
 
     def read(self, n: int) -> np.ndarray | None:
         """Whatever has arrived (empty when nothing yet), None once the device is gone."""
+        if not self.opened:
+            if self.poll():
+                return np.zeros(0, dtype=np.float32)
+            return None if self.proc.poll() is not None and not self._pending_lines() else np.zeros(0, np.float32)
         w, r = int(self.head[W]), int(self.head[R])
         if w == r:
             if not self.alive or time.monotonic() - self.last_data > self.stall_s:
@@ -208,8 +307,9 @@ class ProcessDeviceSource:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(1.0)
-        if self.proc.stdout:
-            self.proc.stdout.close()
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe:
+                pipe.close()
         if self.shm is not None:
             self.head = self.ring = None  # drop the views before closing the mapping
             self.shm.close()

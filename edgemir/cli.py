@@ -7,7 +7,6 @@ import json
 import math
 import signal
 import sys
-import time
 from pathlib import Path
 
 from edgemir import __version__
@@ -73,10 +72,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cmd_info(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
+def card_summary(path: Path, card: dict) -> list[str]:
+    """A bundle card in a few lines a person reads (``info --json`` gives the raw card)."""
+    from edgemir.labels import FRAME_RATE, HOP, PITCH_BINS, PITCH_CENTS_PER_BIN, PITCH_FMIN, SAMPLE_RATE, note_name
 
+    def fmt(v) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    task = card.get("task", "?")
+    lines = [f"{path.name}: {task} model, format {card.get('format_version')}",
+             f"  size        {card.get('params', 0):,} parameters, {card.get('fraction_removed', 0):.1%} removed "
+             f"(dense {card.get('dense_params', card.get('params', 0)):,}), {card.get('bytes', 0) / 1024:.0f} KB, "
+             f"{card.get('flops_per_second', 0) / 1e6:.1f} MFLOP/s"]
+    lat = card.get("latency_ms_per_hop") or {}
+    la = int(card.get("lookahead", 0))
+    lines.append(f"  timing      look-ahead {la * 1000 / FRAME_RATE:.0f} ms + window half {512 * 1000 / SAMPLE_RATE:.0f} ms, "
+                 f"context {card.get('receptive_field')} frames of {HOP * 1000 // SAMPLE_RATE} ms"
+                 + (f", {lat['p50']:.2f} ms/hop at export" if "p50" in lat else ""))
+    if task == "pitch":
+        import math
+
+        top = PITCH_FMIN * 2 ** ((PITCH_BINS - 1) * PITCH_CENTS_PER_BIN / 1200)
+        lines.append(f"  range       {PITCH_FMIN:.1f}-{top:.0f} Hz ({note_name(24)}-"
+                     f"{note_name(24 + 12 * math.log2(top / PITCH_FMIN))}), {PITCH_CENTS_PER_BIN:g}-cent bins")
+    else:
+        labels = card.get("labels", [])
+        lines.append(f"  labels      {', '.join(map(str, labels[:12]))}" + (f" … ({len(labels)})" if len(labels) > 12 else ""))
+    for split, sc in (card.get("scores") or {}).items():
+        if isinstance(sc, dict):
+            shown = ", ".join(f"{k} {fmt(v)}" for k, v in sc.items() if k != "items" and isinstance(v, (int, float)))[:110]
+            lines.append(f"  {split:<11} {shown}" + (f" ({sc['items']} items)" if "items" in sc else ""))
+    if card.get("decoder"):
+        lines.append(f"  decoder     {json.dumps(card['decoder'])}")
+    return lines
+
+
+def cmd_info(args) -> int:
     from edgemir.app import load_models
     from edgemir.bundle import load_bundle
     from edgemir.labels import TASKS
@@ -94,10 +125,7 @@ def cmd_info(args) -> int:
     if args.json:
         print(json.dumps(b.card, indent=1))
         return 0
-    t = Table(title=str(args.bundle), show_header=False)
-    for k, v in b.card.items():
-        t.add_row(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
-    Console().print(t)
+    print("\n".join(card_summary(b.path, b.card)))
     return 0
 
 
@@ -146,7 +174,7 @@ def cmd_analyze(args) -> int:
     return 2 if failed else 0
 
 
-def _open_source(args, console):
+def _open_source(args, log):
     from edgemir.sources import FileSource, LiveInput
 
     if args.file:
@@ -155,14 +183,14 @@ def _open_source(args, console):
     if isinstance(dev, str) and dev.isdigit():
         dev = int(dev)
     try:
-        return LiveInput(dev, log=lambda m: console.print(m, style="yellow"), wait=args.wait_device), False
+        return LiveInput(dev, log=log, wait=args.wait_device), False
     except UserError as e:
         if args.device is not None:
             raise
         if not DEMO.exists():
             raise UserError(f"{e}; and no demo clip is installed") from None
-        console.print(f"no input device ({e}); playing the bundled demo clip", style="yellow")
-        return FileSource(DEMO, realtime=True), True
+        log(f"no input device ({getattr(e, 'reason', e)}): playing the demo clip in a loop, Ctrl-C stops")
+        return FileSource(DEMO, realtime=True, loop=True), True
 
 
 def _apply_config(args) -> dict:
@@ -186,27 +214,49 @@ def _apply_config(args) -> dict:
 def cmd_run(args) -> int:
     from rich.console import Console
 
+    from edgemir.display import Dashboard
+
+    err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())  # journald: one event, one line
+    cfg = _apply_config(args)
+    show = not args.no_display and args.jsonl != "-"
+    dash = Dashboard(f"edgemir {__version__}", [])
+    live = None
+    if show:  # up at once (before torch is imported); rich's own thread redraws it, off the audio path
+        from rich.live import Live
+
+        state: dict = {"runner": None}
+        live = Live(get_renderable=lambda: dash.render(state["runner"].status() if state["runner"] else None),
+                    console=Console(), refresh_per_second=10, transient=False, redirect_stderr=False)
+        live.start()
+    log = dash.log if show else (lambda m: err.print(m, style="yellow"))
+    try:
+        return _run(args, cfg, dash, live, state if show else {}, log, err)
+    finally:
+        if live is not None:
+            live.stop()
+
+
+def _run(args, cfg: dict, dash, live, state: dict, log, err) -> int:
     from edgemir.app import Runner, build_engine, load_models, parse_tasks, set_threads
     from edgemir.config import decoder_overrides
-    from edgemir.display import Dashboard
     from edgemir.notify import Notifier
     from edgemir.sinks import JsonlSink, OscSink
 
-    err = Console(stderr=True)
-    cfg = _apply_config(args)
+    dash.stage = "loading models"
     set_threads(args.threads)
     tasks = parse_tasks(args.tasks)
     bundles = load_models(tasks, args.models)
     tasks = [t for t in tasks if t in bundles]
+    dash.tasks = tasks
     engine = build_engine(bundles, block=args.block, decoder_overrides=decoder_overrides(cfg))
-    source, demo = _open_source(args, err)
     sinks = []
     if args.jsonl:
         sinks.append(JsonlSink(args.jsonl))
     if args.osc:
         sinks.append(OscSink(args.osc))
-    show = not args.no_display and args.jsonl != "-"
-    dash = Dashboard(("DEMO — " if demo else "") + f"edgemir {__version__} — {source.name}", tasks)
+    dash.stage = "opening the input device"
+    source, demo = _open_source(args, log)
+    dash.title = ("DEMO — " if demo else "") + f"edgemir {__version__} — {source.name}"
     notify = Notifier()
     runner = Runner(source, engine, sinks, on_events=dash.update, notify=notify)
     stop = {"flag": False}
@@ -217,27 +267,17 @@ def cmd_run(args) -> int:
     signal.signal(signal.SIGTERM, _stop)
     source.start()
     notify.ready()
-    if not show:
+    state["runner"] = runner
+    if live is None:
         err.print(f"edgemir {__version__}: {source.name}; tasks {','.join(tasks)}", style="dim")
+    name = source.name
     try:
-        if show:
-            from rich.live import Live
-
-            with Live(dash.render(runner.status()), console=Console(), refresh_per_second=10,
-                      transient=False) as live:
-                last = 0.0
-                while not stop["flag"] and runner.step():
-                    if args.duration and runner.state.audio_s >= args.duration:
-                        break
-                    if time.perf_counter() - last > 0.1:
-                        live.update(dash.render(runner.status()))
-                        last = time.perf_counter()
-                live.update(dash.render(runner.status()))
-            Console().print()  # end the display's last line before the summary
-        else:
-            while not stop["flag"] and runner.step():
-                if args.duration and runner.state.audio_s >= args.duration:
-                    break
+        while not stop["flag"] and runner.step():
+            if args.duration and runner.state.audio_s >= args.duration:
+                break
+            if source.name != name:  # a device opened or re-opened
+                name = source.name
+                dash.title = ("DEMO — " if demo else "") + f"edgemir {__version__} — {name}"
     except KeyboardInterrupt:
         pass
     finally:
@@ -245,10 +285,16 @@ def cmd_run(args) -> int:
         for s in sinks:
             s.close()
         notify.stopping()
+    if live is not None:
+        live.refresh()
+        live.stop()
+        live.console.print()  # end the display's last line before the summary
     st = runner.status()
+    lat = ("no events" if st["latency_p50_ms"] != st["latency_p50_ms"] else
+           f"latency p50 {st['latency_p50_ms']:.0f} ms, p99 {st['latency_p99_ms']:.0f} ms")
+    extra = "".join(f", {k} {st[k]}" for k in ("clipped", "nonfinite") if st[k])
     err.print(f"processed {st['audio_s']:.1f} s: block compute p50 {st['compute_p50_ms']:.2f} ms, "
-              f"p99 {st['compute_p99_ms']:.2f} ms, xruns {st['xruns']}, clock gaps {st['gap_s']:.2f} s, "
-              f"latency p50 {st['latency_p50_ms']:.0f} ms",
+              f"p99 {st['compute_p99_ms']:.2f} ms, xruns {st['xruns']}, gaps {st['gap_s']:.2f} s, {lat}{extra}",
               style="dim")
     return 0
 

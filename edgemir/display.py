@@ -1,9 +1,13 @@
-"""The live terminal display (rich): tuner, chords, onsets, drum grid, instrument, level, status.
-Sized for an 80×24 terminal."""
+"""The live terminal display (rich): tuner, chords, onsets, drum grid, instrument, level, status,
+and a banner while the input device is away. Sized for an 80×24 terminal.
+
+The worker thread calls ``update`` and ``log``; rich's refresh thread calls ``render``: a lock keeps
+the two apart, and rendering never runs on the audio path."""
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import deque
 
@@ -29,8 +33,20 @@ class Dashboard:
         self.drums: deque[tuple[float, str]] = deque(maxlen=400)
         self.instrument: Event | None = None
         self.now_t = 0.0
+        self.messages: deque[tuple[float, str]] = deque(maxlen=2)
+        self.stage = "starting"  # shown until the first status arrives
+        self.lock = threading.Lock()
+
+    def log(self, msg: str) -> None:
+        """A message for the musician (device lost, re-opened, ...): shown on the display."""
+        with self.lock:
+            self.messages.append((time.time(), msg))
 
     def update(self, events: list[Event]) -> None:
+        with self.lock:
+            self._update(events)
+
+    def _update(self, events: list[Event]) -> None:
         for e in events:
             self.now_t = max(self.now_t, e.t)
             if e.task == "pitch":
@@ -91,7 +107,18 @@ class Dashboard:
         return Panel(Text.assemble((f"{e.value:<11}", "bold magenta"), f"{bar:<10} {e.confidence:.2f}"),
                      title="instrument", height=3)
 
-    def render(self, status: dict):
+    def render(self, status: dict | None):
+        with self.lock:
+            if status is None:
+                return Group(Text(self.title, style="bold"), Text(f"{self.stage} …", style="yellow"),
+                             *self._message_lines())
+            return self._render(status)
+
+    def _message_lines(self) -> list[Text]:
+        return [Text(time.strftime("%H:%M:%S ", time.localtime(t)) + m, style="yellow", overflow="ellipsis",
+                     no_wrap=True) for t, m in self.messages]
+
+    def _render(self, status: dict):
         lv = status.get("level_db", -120.0)
         n = max(0, min(30, int((lv + 80) / 80 * 30)))
         meter = Text.assemble(("level ", "dim"), ("█" * n, "green" if lv < -6 else "red"), (" " * (30 - n)),
@@ -103,12 +130,28 @@ class Dashboard:
         right = [self._onsets() if "onset" in self.tasks else None,
                  self._instrument() if "instrument" in self.tasks else None]
         grid.add_row(Group(*[p for p in left if p]), Group(*[p for p in right if p]))
-        parts = [Text(self.title, style="bold"), grid]
+        parts = [Text(self.title, style="bold")]
+        lost = status.get("lost_for")
+        if lost is not None:
+            parts.append(Text(f" INPUT DEVICE LOST {lost:5.1f} s — retrying every {status.get('retry_s', 0.5):g} s ",
+                              style="bold white on red"))
+        parts.append(grid)
         if "drums" in self.tasks:
             parts.append(self._drums())
         parts.append(meter)
-        parts.append(Text(
-            f"p50/p99 block {status['compute_p50_ms']:.2f}/{status['compute_p99_ms']:.2f} ms, latency "
-            f"{status['latency_p50_ms']:.0f}/{status['latency_p99_ms']:.0f} ms | CPU {status['cpu_percent']:.0f}% | "
-            f"xruns {status['xruns']}, gaps {status['gap_s']:.1f} s", style="dim"))
+        if status.get("hops", 0) == 0 or status["latency_p50_ms"] != status["latency_p50_ms"]:  # nan: none yet
+            lat = "latency warming up"
+        else:
+            lat = f"latency {status['latency_p50_ms']:.0f}/{status['latency_p99_ms']:.0f} ms"
+        block = ("block —" if status["compute_p50_ms"] != status["compute_p50_ms"] else
+                 f"block {status['compute_p50_ms']:.2f}/{status['compute_p99_ms']:.2f} ms")
+        extra = ""
+        if status.get("clipped"):
+            extra += f" | clipped {status['clipped']}"
+        if status.get("nonfinite"):
+            extra += f" | NaN/inf {status['nonfinite']}"
+        cpu = "CPU —" if status["cpu_percent"] != status["cpu_percent"] else f"CPU {status['cpu_percent']:.0f}%"
+        parts.append(Text(f"p50/p99 {block}, {lat} | {cpu} | "
+                          f"xruns {status['xruns']}, gaps {status['gap_s']:.1f} s{extra}", style="dim"))
+        parts.extend(self._message_lines())
         return Group(*parts)

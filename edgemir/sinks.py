@@ -8,6 +8,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -78,13 +79,15 @@ class JsonlSink:
 
 
 class OscSink:
-    """OSC over UDP (python-osc): /edgemir/pitch f0 conf, /edgemir/onset strength, /edgemir/chord label,
-    /edgemir/drum class velocity, /edgemir/instrument family conf."""
+    """OSC over UDP (python-osc): /edgemir/pitch f0 conf (f0 0.0 once when the voice stops),
+    /edgemir/onset strength, /edgemir/chord label, /edgemir/drum class velocity,
+    /edgemir/instrument family conf. Each message travels in an OSC bundle whose time tag is the
+    wall-clock time its sound reached edgemir (now minus the event's latency)."""
 
     def __init__(self, target: str) -> None:
         import socket
 
-        from pythonosc.udp_client import SimpleUDPClient
+        from pythonosc.udp_client import UDPClient
 
         host, _, port = target.rpartition(":")
         if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
@@ -93,22 +96,45 @@ class OscSink:
             socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM)
         except (OSError, UnicodeError) as e:
             raise UserError(f"--osc: cannot resolve host {host!r} ({getattr(e, 'strerror', None) or e})") from None
-        self.client = SimpleUDPClient(host, int(port))
+        self.client = UDPClient(host, int(port))
+        self.voiced = False
+
+    def _message(self, e: Event) -> tuple[str, list] | None:
+        c = float(e.confidence)
+        if e.task == "pitch":
+            if e.value > 0:
+                self.voiced = True
+                return "/edgemir/pitch", [float(e.value), c]
+            if self.voiced:  # the voice stopped: tell the receiver once, so no note hangs
+                self.voiced = False
+                return "/edgemir/pitch", [0.0, c]
+            return None
+        if e.task == "onset":
+            return "/edgemir/onset", [float(e.value)]
+        if e.task == "chord":
+            return "/edgemir/chord", [str(e.value)]
+        if e.task == "drums":
+            return "/edgemir/drum", [str(e.value), float(e.extra.get("velocity", c))]
+        if e.task == "instrument":
+            return "/edgemir/instrument", [str(e.value), c]
+        return None
 
     def emit(self, e: Event, latency_ms: float | None) -> None:
-        c = float(e.confidence)
+        from pythonosc.osc_bundle_builder import OscBundleBuilder
+        from pythonosc.osc_message_builder import OscMessageBuilder
+
+        m = self._message(e)
+        if m is None:
+            return
+        msg = OscMessageBuilder(address=m[0])
+        for a in m[1]:
+            msg.add_arg(a)
+        when = time.time() - (latency_ms or 0.0) / 1000 if latency_ms is not None and math.isfinite(latency_ms) \
+            else time.time()
+        bundle = OscBundleBuilder(when)
+        bundle.add_content(msg.build())
         try:
-            if e.task == "pitch":
-                if e.value > 0:
-                    self.client.send_message("/edgemir/pitch", [float(e.value), c])
-            elif e.task == "onset":
-                self.client.send_message("/edgemir/onset", [float(e.value)])
-            elif e.task == "chord":
-                self.client.send_message("/edgemir/chord", [str(e.value)])
-            elif e.task == "drums":
-                self.client.send_message("/edgemir/drum", [str(e.value), float(e.extra.get("velocity", c))])
-            elif e.task == "instrument":
-                self.client.send_message("/edgemir/instrument", [str(e.value), c])
+            self.client.send(bundle.build())
         except OSError:
             pass  # an unreachable OSC peer must never stop the analysis
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemir.capture import ProcessDeviceSource
-from edgemir.errors import UserError
+from edgemir.capture import ProcessDeviceSource, describe
 from edgemir.labels import SAMPLE_RATE
 
 
@@ -33,6 +32,10 @@ class Source:
     def arrival_time(self, sample: int) -> float | None:
         """Wall time (perf_counter) at which sample index ``sample`` arrived, if known."""
         return None
+
+    def time_offset(self, sample: int) -> float:
+        """Seconds to add to the time of an event at engine sample ``sample`` (outages before it)."""
+        return 0.0
 
 
 class ArrayReader:
@@ -107,33 +110,39 @@ class FileSource(Source):
 
 
 class LiveInput(Source):
-    """A device that may come and go (USB microphone unplugged, audio server restarted): on loss it
-    logs, closes the stream, and re-opens with back-off; reads meanwhile return no samples, so the
-    worker loop (and its watchdog pings) keep running. Never ends by itself.
+    """A device that may come and go (USB microphone unplugged, audio server restarted). On loss it
+    logs, kills the capture process and starts one that retries every ``retry_s`` seconds until the
+    device is back; reads meanwhile return no samples, so the worker loop (and its watchdog pings)
+    keep running. Never ends by itself. An outage counts as a gap and shifts later event times by
+    its length (``time_offset``), so events stay aligned with the wall clock.
 
     ``wait=True`` (the service): a device missing at start is waited for in the same way instead
     of being an error."""
 
-    def __init__(self, device: str | int | None, log=print, backoff: tuple[float, float] = (0.5, 5.0),
-                 wait: bool = False) -> None:
+    def __init__(self, device: str | int | None, log=print, wait: bool = False, retry_s: float = 0.5) -> None:
         self.device = device
         self.log = log
-        self.backoff0, self.backoff_max = backoff
-        self.inner: ProcessDeviceSource | None = None
-        self.retry_at = 0.0
-        self.delay = self.backoff0
+        self.retry_s = retry_s
         self.reconnects = 0
         self.lost_xruns = 0
         self.gaps_before = 0.0  # clock gaps of earlier (closed) devices
+        self.outage_s = 0.0  # time without a device since the start (after the first open)
         self.total = 0  # samples returned so far (the engine's timeline)
         self.base = 0  # self.total when the current device was opened
-        self.waiting_since: float | None = None  # monotonic time the device went missing
-        self.last_log = 0.0
-        self._open(first=not wait)
+        self.offsets: list[tuple[int, float]] = []  # (engine sample where audio resumed, outage seconds so far)
+        self.lost_at: float | None = None  # monotonic time the device went missing
+        self.waiting_logged = 0.0
+        self.ever_opened = False
+        if wait:
+            self.lost_at = time.monotonic()
+            self.inner = ProcessDeviceSource(device, retry_s=retry_s, log=log)
+        else:
+            self.inner = ProcessDeviceSource(device, log=log)  # raises when there is none
+            self.ever_opened = True
 
     @property
     def name(self) -> str:  # type: ignore[override]
-        return self.inner.name if self.inner else f"device {self.device!r} (waiting)"
+        return self.inner.name if self.inner and self.inner.opened else f"device {describe(self.device)} (waiting)"
 
     @property
     def xruns(self) -> int:  # type: ignore[override]
@@ -141,37 +150,21 @@ class LiveInput(Source):
 
     @property
     def gap_seconds(self) -> float:  # type: ignore[override]
-        return self.gaps_before + (self.inner.gap_seconds if self.inner else 0.0)
+        """Seconds missing: the stream clocks' gaps plus the outages (the current one included)."""
+        current = time.monotonic() - self.lost_at if self.lost_at is not None and self.ever_opened else 0.0
+        return self.gaps_before + self.outage_s + current + (self.inner.gap_seconds if self.inner else 0.0)
 
-    def _open(self, first: bool = False) -> bool:
-        try:
-            src = ProcessDeviceSource(self.device)  # a fresh capture process sees devices that came back
-        except UserError as e:
-            if first:
-                raise
-            now = time.monotonic()
-            if self.waiting_since is None:
-                self.waiting_since = now
-                self.log(f"waiting for input device: {e}; retrying every {self.backoff_max:.0f} s at most")
-                self.last_log = now
-            elif now - self.last_log >= 60:  # a line a minute, not one per retry
-                self.log(f"still waiting for input device ({now - self.waiting_since:.0f} s): {e}")
-                self.last_log = now
-            self.retry_at = now + self.delay
-            self.delay = min(self.delay * 2, self.backoff_max)
-            return False
-        self.inner = src
-        self.base = self.total
-        self.delay = self.backoff0
-        if not first:
-            waited = f" after {time.monotonic() - self.waiting_since:.1f} s" if self.waiting_since is not None else ""
-            if self.reconnects or self.total:
-                self.reconnects += 1
-                self.log(f"input device re-opened{waited}: {src.name}")
-            else:
-                self.log(f"input device opened{waited}: {src.name}")
-        self.waiting_since = None
-        return True
+    @property
+    def lost_for(self) -> float | None:
+        """Seconds since the device went missing (or since the start, waiting for it), None when present."""
+        return None if self.lost_at is None else time.monotonic() - self.lost_at
+
+    def time_offset(self, sample: int) -> float:
+        off = 0.0
+        for start, total in self.offsets:
+            if sample >= start:
+                off = total
+        return off
 
     def start(self) -> None:
         pass  # opened in __init__ (so a missing device is reported before anything else starts)
@@ -187,19 +180,47 @@ class LiveInput(Source):
         self.inner.stop()  # kills the capture process, whatever state its backend is in
         self.inner = None
 
-    def read(self, n: int) -> np.ndarray:
-        if self.inner is not None:
-            x = self.inner.read(n)
-            if x is not None:
-                self.total += len(x)
-                return x
-            self.log(f"input device lost ({self.inner.name}); re-opening with back-off")
+    def _pending(self) -> np.ndarray:
+        """Waiting for the device: log it (once, then a line a minute), pick it up when it opens."""
+        now = time.monotonic()
+        if self.inner.poll():
+            waited = now - self.lost_at
+            if self.ever_opened:
+                self.outage_s += waited
+                self.offsets.append((self.total, self.outage_s))
+                self.reconnects += 1
+                self.log(f"input device re-opened after {waited:.1f} s: {self.inner.name}")
+            else:
+                self.log(f"input device opened after {waited:.1f} s: {self.inner.name}")
+            self.ever_opened = True
+            self.lost_at = None
+            self.base = self.total
+            self.waiting_logged = 0.0
+            return np.zeros(0, dtype=np.float32)
+        if self.inner.proc.poll() is not None:  # the retrying process died (should not happen): start another
             self._close()
-            self.waiting_since = self.last_log = time.monotonic()
-            self.retry_at = self.waiting_since + self.delay
-        elif time.monotonic() >= self.retry_at:
-            self._open()
+            self.inner = ProcessDeviceSource(self.device, retry_s=self.retry_s, log=self.log)
+        elif self.inner.waiting is not None and (not self.waiting_logged or now - self.waiting_logged >= 60):
+            what = "still waiting" if self.waiting_logged else "waiting"
+            self.log(f"{what} for input device {describe(self.device)} ({self.inner.waiting}); "
+                     f"retrying every {self.retry_s:g} s")
+            self.waiting_logged = now
+        return np.zeros(0, dtype=np.float32)
+
+    def read(self, n: int) -> np.ndarray:
+        if self.lost_at is not None:
+            return self._pending()
+        x = self.inner.read(n)
+        if x is not None:
+            self.total += len(x)
+            return x
+        self.log(f"input device lost ({self.inner.name}); waiting for it to come back")
+        self._close()
+        self.lost_at = time.monotonic()
+        self.inner = ProcessDeviceSource(self.device, retry_s=self.retry_s, log=self.log)
         return np.zeros(0, dtype=np.float32)
 
     def arrival_time(self, sample: int) -> float | None:
-        return self.inner.arrival_time(sample - self.base) if self.inner else None
+        if self.inner is None or self.lost_at is not None:
+            return None
+        return self.inner.arrival_time(sample - self.base)
