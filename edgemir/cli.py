@@ -86,7 +86,8 @@ def card_summary(path: Path, card: dict) -> list[str]:
              f"{card.get('flops_per_second', 0) / 1e6:.1f} MFLOP/s"]
     lat = card.get("latency_ms_per_hop") or {}
     la = int(card.get("lookahead", 0))
-    lines.append(f"  timing      look-ahead {la * 1000 / FRAME_RATE:.0f} ms + window half {512 * 1000 / SAMPLE_RATE:.0f} ms, "
+    half = 512 * 1000 / SAMPLE_RATE
+    lines.append(f"  timing      look-ahead {la * 1000 / FRAME_RATE:.0f} ms + window half {half:.0f} ms, "
                  f"context {card.get('receptive_field')} frames of {HOP * 1000 // SAMPLE_RATE} ms"
                  + (f", {lat['p50']:.2f} ms/hop at export" if "p50" in lat else ""))
     if task == "pitch":
@@ -97,7 +98,8 @@ def card_summary(path: Path, card: dict) -> list[str]:
                      f"{note_name(24 + 12 * math.log2(top / PITCH_FMIN))}), {PITCH_CENTS_PER_BIN:g}-cent bins")
     else:
         labels = card.get("labels", [])
-        lines.append(f"  labels      {', '.join(map(str, labels[:12]))}" + (f" … ({len(labels)})" if len(labels) > 12 else ""))
+        more = f" … ({len(labels)})" if len(labels) > 12 else ""
+        lines.append(f"  labels      {', '.join(map(str, labels[:12]))}{more}")
     for split, sc in (card.get("scores") or {}).items():
         if isinstance(sc, dict):
             shown = ", ".join(f"{k} {fmt(v)}" for k, v in sc.items() if k != "items" and isinstance(v, (int, float)))[:110]
