@@ -154,7 +154,7 @@ def _onsets_line_up(offline: list, live: list, dur: float) -> tuple[float, float
 
 
 def _summary(err: str) -> tuple[int, float]:
-    m = re.search(r"xruns (\d+), clock gaps ([\d.]+) s", " ".join(err.split()))  # rich wraps lines
+    m = re.search(r"xruns (\d+), gaps ([\d.]+) s", " ".join(err.split()))  # rich wraps lines
     assert m, err[-2000:]
     return int(m.group(1)), float(m.group(2))
 
