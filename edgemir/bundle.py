@@ -101,8 +101,9 @@ def read_card(path: Path) -> dict:
         with zipfile.ZipFile(path) as z:
             name = next(n for n in z.namelist() if n.endswith("extra/" + CARD_NAME))
             return json.loads(z.read(name))
-    except (OSError, zipfile.BadZipFile, StopIteration, json.JSONDecodeError, KeyError) as e:
-        raise UserError(f"{path}: not a readable edgemir bundle ({type(e).__name__})") from None
+    except (OSError, zipfile.BadZipFile, StopIteration, json.JSONDecodeError, UnicodeDecodeError, KeyError) as e:
+        why = str(e).splitlines()[0][:100] if isinstance(e, zipfile.BadZipFile) and str(e) else type(e).__name__
+        raise UserError(f"{path}: not a readable edgemir bundle ({why})") from None
 
 
 @dataclass

@@ -125,6 +125,7 @@ class LiveInput(Source):
         self.retry_s = retry_s
         self.reconnects = 0
         self.lost_xruns = 0
+        self.lost_nonfinite = 0
         self.gaps_before = 0.0  # clock gaps of earlier (closed) devices
         self.outage_s = 0.0  # time without a device since the start (after the first open)
         self.total = 0  # samples returned so far (the engine's timeline)
@@ -147,6 +148,10 @@ class LiveInput(Source):
     @property
     def xruns(self) -> int:  # type: ignore[override]
         return self.lost_xruns + (self.inner.xruns if self.inner else 0)
+
+    @property
+    def nonfinite(self) -> int:  # type: ignore[override]
+        return self.lost_nonfinite + (self.inner.nonfinite if self.inner else 0)
 
     @property
     def gap_seconds(self) -> float:  # type: ignore[override]
@@ -176,6 +181,7 @@ class LiveInput(Source):
     def _close(self) -> None:
         """Keep the device's counts (the run's summary reads them after the stop), then kill it."""
         self.lost_xruns += self.inner.xruns
+        self.lost_nonfinite += self.inner.nonfinite
         self.gaps_before += self.inner.gap_seconds
         self.inner.stop()  # kills the capture process, whatever state its backend is in
         self.inner = None
