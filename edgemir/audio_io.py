@@ -42,7 +42,10 @@ class AudioReader:
         self.rewind()
 
     def rewind(self) -> None:
-        self.f.seek(0)
+        try:
+            self.f.seek(0)
+        except Exception as e:  # libsndfile: e.g. "Internal psf_fseek() failed" on a cut FLAC
+            raise UserError(f"{self.path}: unreadable audio data ({str(e).splitlines()[0] or type(e).__name__})") from None
         self.got = 0  # input frames read so far
         self.eof = False
         self.pending = np.zeros(0, dtype=np.float32)

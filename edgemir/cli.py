@@ -325,7 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     bound_heap()
 
     if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID` dumps every thread's stack (debugging a stuck service)
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        try:
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
+        except (ValueError, OSError, AttributeError):  # stderr is not a file (embedded, captured)
+            pass
     args = build_parser().parse_args(argv)
 
     def _terminate(*_):

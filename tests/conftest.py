@@ -14,6 +14,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--fuzz-examples", default="200", help="hypothesis cases per kind in tests/test_fuzz.py")
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """Render 0.2 minutes per split and task; returns a function task -> folder with train/valid/test."""
