@@ -221,8 +221,9 @@ class LiveInput(Source):
             self.total += len(x)
             return x
         self.log(f"input device lost ({self.inner.name}); waiting for it to come back")
+        last = getattr(self.inner, "last_data", None)  # audio stopped then, not when the loss was noticed
         self._close()
-        self.lost_at = time.monotonic()
+        self.lost_at = min(time.monotonic(), last) if last is not None else time.monotonic()
         self.inner = ProcessDeviceSource(self.device, retry_s=self.retry_s, log=self.log)
         return np.zeros(0, dtype=np.float32)
 
