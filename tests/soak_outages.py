@@ -156,8 +156,8 @@ def main() -> int:
             good = shown and resumed - ready <= 1.0 and g1 - g0 >= args.outage_s - 1.0
             ok &= good
             say(f"outage {k} at {lost - t0:5.0f} s, server down {back - lost:.1f} s: banner shown {shown}, events "
-                f"resumed {resumed - ready:.2f} s after the server was up ({resumed:.2f} s after its start), gap counter {g0:.1f} -> {g1:.1f} s  "
-                f"{'OK' if good else 'FAIL'}")
+                f"resumed {resumed - ready:.2f} s after the server was up ({resumed:.2f} s after its start), "
+                f"gap counter {g0:.1f} -> {g1:.1f} s  {'OK' if good else 'FAIL'}")
             if k == 1:
                 say("display during the outage:")
                 report.extend("    " + line for line in mid.rstrip().splitlines())
