@@ -25,6 +25,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = f"edgemirsoak{os.getpid()}"
+SOCK = f"edgemir-soak-{os.getpid()}"  # a tmux server of its own
 ENV = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_DEFAULT_SERVER=SERVER, PYTHONPATH=str(ROOT))
 
 
@@ -110,14 +111,14 @@ def main() -> int:
         report.append(s)
 
     def screen() -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", sess], capture_output=True, text=True).stdout
+        return subprocess.run(["tmux", "-L", SOCK, "capture-pane", "-p", "-t", sess], capture_output=True, text=True).stdout
 
     j = jackd()
     player = Player()
     player.start()
     exports = " ".join(f"{k}={ENV[k]}" for k in ("JACK_NO_AUDIO_RESERVATION", "JACK_DEFAULT_SERVER", "PYTHONPATH"))
     cmd = f"cd {ROOT} && {exports} {sys.executable} -m edgemir run --device system --jsonl {jl}; echo EXIT=$?; sleep 600"
-    subprocess.run(["tmux", "new-session", "-d", "-s", sess, "-x", "80", "-y", "24", cmd], check=True)
+    subprocess.run(["tmux", "-L", SOCK, "new-session", "-d", "-s", sess, "-x", "80", "-y", "24", cmd], check=True)
     t0 = time.time()
     total = args.minutes * 60
     at = [total * (k + 1) / (args.outages + 1) for k in range(args.outages)]
@@ -172,10 +173,10 @@ def main() -> int:
         report.extend("    " + line for line in final.rstrip().splitlines())
         ok &= alive
     finally:
-        subprocess.run(["tmux", "send-keys", "-t", sess, "C-c"], capture_output=True)
+        subprocess.run(["tmux", "-L", SOCK, "send-keys", "-t", sess, "C-c"], capture_output=True)
         time.sleep(3)
         end = screen()
-        subprocess.run(["tmux", "kill-session", "-t", sess], capture_output=True)
+        subprocess.run(["tmux", "-L", SOCK, "kill-session", "-t", sess], capture_output=True)
         player.stop.set()
         j.terminate()
         j.wait(10)
