@@ -14,6 +14,7 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import List  # noqa: UP035 (TorchScript needs typing.List)
 
 import torch
 from torch import Tensor, nn
@@ -22,14 +23,17 @@ from edgemir.errors import UserError
 from edgemir.frontend import FRONTEND_CARD, FeatureBank
 from edgemir.labels import TASKS
 
-FORMAT_VERSION = 2  # 2: the card is sealed by card_sha256 (1: only the weights were)
+# 3: ``step`` (incremental inference); 2: the card sealed by card_sha256; 1: only the weights sealed
+FORMAT_VERSION = 3
 CARD_NAME = "card.json"
 SUFFIX = ".ts"
 
 
 class TaskModel(nn.Module):
-    """What a bundle runs: ``features`` (spectra [T, bins] -> [F, T]) and ``forward``
-    (features [1, F, T] + recurrent state -> probabilities [1, C, T - rf + 1] + state)."""
+    """What a bundle runs: ``features`` (spectra [T, bins] -> [F, T]), ``forward`` (features
+    [1, F, T] + recurrent state -> probabilities [1, C, T - rf + 1] + state: batch, training,
+    evaluation) and ``step`` (new spectra [B, bins] + stream state -> the probabilities of the
+    frames they complete: the engine's incremental path, each layer caching its own context)."""
 
     def __init__(self, bank: FeatureBank, net: nn.Module, activation: str, state_size: int = 0) -> None:
         super().__init__()
@@ -48,13 +52,25 @@ class TaskModel(nn.Module):
             return torch.zeros(1, 1, self.state_size)
         return torch.zeros(0)
 
+    def activate(self, y: Tensor) -> Tensor:
+        if self.activation == "softmax":
+            return torch.softmax(y, dim=1)
+        if self.activation == "sigmoid":
+            return torch.sigmoid(y)
+        return y
+
     def forward(self, feats: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         y, state = self.net(feats, state)
-        if self.activation == "softmax":
-            y = torch.softmax(y, dim=1)
-        elif self.activation == "sigmoid":
-            y = torch.sigmoid(y)
-        return y, state
+        return self.activate(y), state
+
+    @torch.jit.export
+    def initial_stream(self) -> List[Tensor]:  # noqa: UP006 (TorchScript)
+        return [self.initial_state()] + self.net.initial_caches()
+
+    @torch.jit.export
+    def step(self, spec: Tensor, state: List[Tensor]) -> tuple[Tensor, List[Tensor]]:  # noqa: UP006
+        y, h, caches = self.net.stream(self.bank(spec).unsqueeze(0), state[0], state[1:])
+        return self.activate(y), [h] + caches
 
 
 def activation_for(task: str) -> str:
@@ -134,8 +150,10 @@ def load_bundle(path: Path) -> Bundle:
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{path}: bundle has no readable card") from None
     if not isinstance(card, dict) or card.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path}: bundle format version {card.get('format_version') if isinstance(card, dict) else '?'}"
-                        f" is not supported (this edgemir reads version {FORMAT_VERSION})")
+        v = card.get("format_version") if isinstance(card, dict) else "?"
+        hint = "; upgrade it with `python -m train upgrade`" if v in (1, 2) else ""
+        raise UserError(f"{path}: bundle format version {v} is not supported (this edgemir reads version "
+                        f"{FORMAT_VERSION}){hint}")
     if card.get("card_sha256") != card_sha256(card):
         raise UserError(f"{path}: the card does not match its sha256 (tampered or damaged bundle)")
     if card.get("task") not in TASKS:

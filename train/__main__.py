@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     am.add_argument("--set", dest="changes", action="append", required=True, metavar="KEY=VALUE")
     am.add_argument("--reason", required=True)
 
-    rz = sub.add_parser("reseal", help="bring format-1 bundles to the current format (the card sealed by its sha256)")
+    rz = sub.add_parser("upgrade", help="bring older bundles to the current format (same weights and card)")
     rz.add_argument("bundles", nargs="+", type=Path)
 
     rt = sub.add_parser("retune", help="re-tune written bundles' decoder settings on valid and re-measure their scores")
@@ -195,12 +195,12 @@ def main(argv: list[str] | None = None) -> int:
             for b in args.bundles:
                 amend_card(b, {k: v for k, _, v in pairs}, args.reason)
                 print(f"amended {b}")
-        elif args.cmd == "reseal":
-            from train.export import reseal
+        elif args.cmd == "upgrade":
+            from train.export import upgrade
 
             for b in args.bundles:
-                card = reseal(b)
-                print(f"resealed {b}: format {card['format_version']}, {card['bytes']} bytes")
+                card = upgrade(b)
+                print(f"upgraded {b}: format {card['format_version']}, {card['bytes']} bytes")
         elif args.cmd == "retune":
             from train.retune import retune
 

@@ -132,16 +132,31 @@ def amend_card(path: Path, changes: dict[str, str], reason: str) -> dict:
     return card
 
 
-def reseal(path: Path) -> dict:
-    """Bring a format-1 bundle (only its weights sealed) to the current format: the same module and
-    card, plus ``card_sha256``. The weights' sha256 is checked first; the file's bytes are re-measured."""
+def upgrade(path: Path) -> dict:
+    """Bring an older bundle (format 1: only its weights sealed; 2: no ``step``) to the current format:
+    the network is rebuilt from the card's architecture with the bundle's own weights, checked to give
+    the old module's outputs, and saved with the same card (format, seal and bytes re-measured)."""
+    from train.nets import FrameNet, NetConfig
+
     extra = {CARD_NAME: ""}
-    module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    old = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     card = json.loads(extra[CARD_NAME])
-    if weights_sha256(module) != card.get("weights_sha256"):
-        raise UserError(f"{path}: weights do not match the card's sha256; not resealing a damaged bundle")
+    if weights_sha256(old) != card.get("weights_sha256"):
+        raise UserError(f"{path}: weights do not match the card's sha256; not upgrading a damaged bundle")
+    net = FrameNet(NetConfig(**card["architecture"]))
+    model = task_model(card["task"], net)
+    model.load_state_dict(old.state_dict())
+    model.eval()
+    spec = torch.rand(3 * int(card["receptive_field"]) + 20, N_BINS)
+    with torch.no_grad():
+        f = old.features(spec).unsqueeze(0)
+        want, _ = old(f, old.initial_state())
+        got, _ = model(model.features(spec).unsqueeze(0), model.initial_state())
+    if not torch.allclose(want, got, atol=1e-6):
+        raise UserError(f"{path}: the rebuilt network does not reproduce the bundle's outputs")
+    card.pop("card_sha256", None)
     card["format_version"] = FORMAT_VERSION
-    rewrite_card(path, module, card)
+    _write_settled(lambda c: save_bundle(model, c, path), card, path)
     return card
 
 

@@ -105,10 +105,12 @@ class GRUStage(nn.Module):
 class FrameNet(nn.Module):
     pools: List[int]  # noqa: UP006 (TorchScript needs typing.List)
     shifts: List[int]  # noqa: UP006
+    rows2d: List[int]  # noqa: UP006 (frequency rows at each Conv2d's input)
 
     def __init__(self, cfg: NetConfig) -> None:
         super().__init__()
         self.cfg_dict = asdict(cfg)
+        self.n_out = cfg.n_out
         self.receptive_field = cfg.receptive_field
         self.lookahead = cfg.lookahead
         self.inorm = nn.BatchNorm1d(cfg.n_features)
@@ -119,7 +121,9 @@ class FrameNet(nn.Module):
         self.out_bins = cfg.out_bins
         self.salience = bool(cfg.shifts)
         ch, fr = (len(cfg.shifts), cfg.out_bins) if self.salience else (1, cfg.n_features)
+        self.rows2d = []
         for c, kf, kt, pool in cfg.conv2d:
+            self.rows2d.append(fr)
             self.conv2d.append(nn.Conv2d(ch, c, (kf, kt), padding=(kf // 2, 0)))
             self.bn2d.append(nn.BatchNorm2d(c))
             self.pools.append(pool)
@@ -183,6 +187,65 @@ class FrameNet(nn.Module):
         for lin, bn in zip(self.dense, self.bnd):
             x = torch.relu(bn(lin(x.transpose(1, 2)).transpose(1, 2)))
         return self.head(x.transpose(1, 2)).transpose(1, 2), h
+
+
+    # -- incremental inference: each temporal convolution keeps its last kt - 1 input frames --------------
+    @torch.jit.export
+    def initial_caches(self) -> List[Tensor]:  # noqa: UP006
+        """Empty per-layer caches (no frames yet): one per Conv2d, then one per Conv1d."""
+        out: List[Tensor] = []  # noqa: UP006
+        i = 0
+        for conv in self.conv2d:
+            out.append(torch.zeros(1, conv.weight.shape[1], self.rows2d[i], 0))
+            i += 1
+        for conv in self.conv1d:
+            out.append(torch.zeros(1, conv.weight.shape[1], 0))
+        return out
+
+    @torch.jit.export
+    def stream(self, x: Tensor, h: Tensor, caches: List[Tensor]) -> tuple[Tensor, Tensor, List[Tensor]]:  # noqa: UP006
+        """New feature frames [1, F, B] -> the output frames they complete [1, C, B'] (B' = B once the
+        receptive field is full), with each layer's cached context: a stream of any block sizes gives
+        exactly ``forward`` on the whole sequence, at the cost of the new frames only."""
+        new: List[Tensor] = []  # noqa: UP006
+        x = self.inorm(x)
+        z = self.harmonic_stack(x) if self.salience else x.unsqueeze(1)
+        i = 0
+        for conv, bn in zip(self.conv2d, self.bn2d):
+            z = torch.cat([caches[i], z], 3)
+            kt = conv.weight.shape[3]
+            t = z.shape[3]
+            new.append(z[:, :, :, max(0, t - (kt - 1)):])
+            if t >= kt:
+                z = torch.relu(bn(conv(z)))
+                if self.pools[i] > 1:
+                    z = nn.functional.max_pool2d(z, (self.pools[i], 1))
+            else:
+                z = torch.zeros(1, conv.weight.shape[0], self.rows2d[i] // self.pools[i], 0)
+            i += 1
+        if self.salience:
+            if z.shape[3] == 0:
+                return torch.zeros(1, self.n_out, 0), h, new
+            sal = self.head(z).squeeze(1)
+            return torch.cat([sal, sal.max(1, keepdim=True)[0]], 1), h, new
+        if len(self.conv2d) > 0:
+            x = z.flatten(1, 2)
+        for conv, bn in zip(self.conv1d, self.bn1d):
+            x = torch.cat([caches[i], x], 2)
+            kt = conv.weight.shape[2]
+            t = x.shape[2]
+            new.append(x[:, :, max(0, t - (kt - 1)):])
+            if t >= kt:
+                x = torch.relu(bn(conv(x)))
+            else:
+                x = torch.zeros(1, conv.weight.shape[0], 0)
+            i += 1
+        if x.shape[2] == 0:
+            return torch.zeros(1, self.n_out, 0), h, new
+        x, h = self.rnn(x, h)
+        for lin, bn in zip(self.dense, self.bnd):
+            x = torch.relu(bn(lin(x.transpose(1, 2)).transpose(1, 2)))
+        return self.head(x.transpose(1, 2)).transpose(1, 2), h, new
 
 
 def build(task: str, width: float = 1.0) -> FrameNet:
