@@ -17,11 +17,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = f"edgemirsoak{os.getpid()}"
@@ -36,55 +33,38 @@ def jackd() -> subprocess.Popen:
     return j
 
 
-class Player(threading.Thread):
-    """Plays the demo clip (at 48 kHz) into every PortAudio input port, in a loop; survives restarts."""
+PLAYER = r"""
+import sys, time, numpy as np, soundfile as sf, soxr, jack
+x, sr = sf.read(sys.argv[1], dtype="float32")
+clip = soxr.resample(x, sr, 48000).astype(np.float32)
+pos = [0]
+client = jack.Client("soak-player", servername=sys.argv[2], no_start_server=True)
+out = client.outports.register("out")
 
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        import soundfile as sf
-        import soxr
+@client.set_process_callback
+def process(frames):
+    idx = (pos[0] + np.arange(frames)) % len(clip)
+    out.get_array()[:] = clip[idx]
+    pos[0] = (pos[0] + frames) % len(clip)
 
-        x, sr = sf.read(ROOT / "edgemir" / "data" / "demo.wav", dtype="float32")
-        self.clip = soxr.resample(x, sr, 48000).astype(np.float32)
-        self.pos = 0
-        self.stop = threading.Event()
-        self.client = None
+client.activate()
+while True:  # keep edgemir's input ports fed by this clip (PortAudio wires system:capture in first)
+    for tgt in client.get_ports(is_input=True, is_audio=True):
+        if tgt.name.startswith("PortAudio"):
+            conns = client.get_all_connections(tgt)
+            if out.name not in [c.name for c in conns]:
+                for c in conns:
+                    client.disconnect(c, tgt)
+                client.connect(out, tgt)
+    time.sleep(0.2)
+"""
 
-    def _process(self, frames: int) -> None:
-        buf = self.out.get_array()
-        n = len(self.clip)
-        idx = (self.pos + np.arange(frames)) % n
-        buf[:] = self.clip[idx]
-        self.pos = (self.pos + frames) % n
 
-    def run(self) -> None:
-        import jack
-
-        jack.set_error_function(lambda msg: None)  # libjack's complaints while the server is down
-        jack.set_info_function(lambda msg: None)
-
-        while not self.stop.is_set():
-            try:
-                if self.client is None:
-                    self.client = jack.Client("soak-player", servername=SERVER, no_start_server=True)
-                    self.out = self.client.outports.register("out")
-                    self.client.set_process_callback(self._process)
-                    self.client.set_shutdown_callback(lambda *a: setattr(self, "dead", True))
-                    self.dead = False
-                    self.client.activate()
-                if self.dead:
-                    raise jack.JackError("server gone")
-                for tgt in self.client.get_ports(is_input=True, is_audio=True):
-                    if not tgt.name.startswith("PortAudio"):
-                        continue
-                    conns = self.client.get_all_connections(tgt)
-                    if self.out.name not in [c.name for c in conns]:  # PortAudio wires system:capture in first
-                        for c in conns:
-                            self.client.disconnect(c, tgt)
-                        self.client.connect(self.out, tgt)
-            except Exception:
-                self.client = None
-            time.sleep(0.2)
+def player() -> subprocess.Popen:
+    """The demo clip played into edgemir's input in a loop, by a JACK client in its own process (stopped
+    before each outage: a client of a server that dies can crash its process)."""
+    return subprocess.Popen([sys.executable, "-c", PLAYER, str(ROOT / "edgemir" / "data" / "demo.wav"), SERVER],
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def lines(path: Path) -> int:
@@ -114,8 +94,7 @@ def main() -> int:
         return subprocess.run(["tmux", "-L", SOCK, "capture-pane", "-p", "-t", sess], capture_output=True, text=True).stdout
 
     j = jackd()
-    player = Player()
-    player.start()
+    play = player()
     exports = " ".join(f"{k}={ENV[k]}" for k in ("JACK_NO_AUDIO_RESERVATION", "JACK_DEFAULT_SERVER", "PYTHONPATH"))
     cmd = f"cd {ROOT} && {exports} {sys.executable} -m edgemir run --device system --jsonl {jl}; echo EXIT=$?; sleep 600"
     subprocess.run(["tmux", "-L", SOCK, "new-session", "-d", "-s", sess, "-x", "80", "-y", "24", cmd], check=True)
@@ -131,6 +110,8 @@ def main() -> int:
                 if "EXIT=" in screen():
                     raise RuntimeError("edgemir exited:\n" + screen())
             gaps_before = screen()
+            play.terminate()
+            play.wait(10)
             j.terminate()
             j.wait(10)
             lost = time.time()
@@ -143,6 +124,7 @@ def main() -> int:
             back = time.time()  # the server process starts
             j = jackd()
             ready = time.time() - back  # it accepts clients
+            play = player()
             resumed = float("inf")
             while time.time() - back < 20:  # the first event of audio captured after the restart
                 tail = jl.read_text().splitlines()[len(evs):]
@@ -177,7 +159,7 @@ def main() -> int:
         time.sleep(3)
         end = screen()
         subprocess.run(["tmux", "-L", SOCK, "kill-session", "-t", sess], capture_output=True)
-        player.stop.set()
+        play.terminate()
         j.terminate()
         j.wait(10)
     exit0 = "EXIT=0" in end
