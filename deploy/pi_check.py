@@ -5,8 +5,9 @@
     python deploy/pi_check.py events HOST_DIR OTHER_DIR     the two `edgemir analyze` outputs, file by file
     python deploy/pi_check.py footprint                     MB on disk of this interpreter's venv, as a Pi has it
 
-Each bundle runs its front-end (``features``) and its network (``forward`` from the initial state)
-on the spectra of the bundled demo clip: real audio, the path the engine takes. Exit 1 on a mismatch.
+Each bundle runs its front-end (``features``), its network (``forward`` from the initial state) and,
+frozen as the engine runs it, its incremental ``step``, on the spectra of the bundled demo clip.
+Exit 1 on a mismatch.
 """
 
 from __future__ import annotations
@@ -42,7 +43,14 @@ def outputs(out: Path, bundles: list[Path]) -> int:
             with torch.no_grad():
                 f = b.module.features(spec)
                 y, state = b.module(f.unsqueeze(0), b.module.initial_state())
-            res[f"{path.name} threads={threads}"] = {"features": f, "output": y, "state": state}
+                # the engine's path: the frozen module's incremental step, four hops at a time
+                fz = torch.jit.freeze(b.module.eval(), preserved_attrs=["step", "initial_stream"])
+                st, parts = fz.initial_stream(), []
+                for i in range(0, len(spec), 4):
+                    y_i, st = fz.step(spec[i:i + 4], st)
+                    parts.append(y_i)
+            res[f"{path.name} threads={threads}"] = {"features": f, "output": y, "state": state,
+                                                     "step": torch.cat(parts, 2)}
     torch.save(res, out)
     print(f"{res['machine']} torch {res['torch']}: {len(bundles)} bundles -> {out}")
     return 0
@@ -58,12 +66,12 @@ def compare(a: Path, b: Path) -> int:
             bad += 1
             continue
         diffs = {n: float((ra[key][n] - rb[key][n]).abs().max()) if ra[key][n].numel() else 0.0
-                 for n in ("features", "output", "state")}
+                 for n in ("features", "output", "state", "step")}
         worst = max(diffs.values())
         ok = worst <= TOL
         bad += not ok
-        print(f"{key:<40} max|diff| features {diffs['features']:.1e}  output {diffs['output']:.1e}  "
-              f"state {diffs['state']:.1e}  {'MATCH' if ok else 'MISMATCH'}")
+        print(f"{key:<26} max|diff| features {diffs['features']:.1e}  output {diffs['output']:.1e}  "
+              f"state {diffs['state']:.1e}  step {diffs['step']:.1e}  {'MATCH' if ok else 'MISMATCH'}")
     return 1 if bad else 0
 
 

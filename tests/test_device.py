@@ -186,3 +186,29 @@ def test_a_stalled_capture_shows_as_a_clock_gap(jack_server_async, tiny_bundles,
     _, _, err, _ = _offline_and_live(jack_server_async, tiny_bundles, wav, tmp_path, pause=0.3)
     xruns, gaps = _summary(err)
     assert 0.25 <= gaps <= 1.0, err[-500:]
+
+
+def test_nonfinite_samples_from_a_live_device(jack_server, tmp_path):
+    """NaN and inf bursts in the samples of a real capture device (a JACK client plays them in).
+    Before: bare ``NaN`` in the JSON lines (invalid JSON), numpy warnings, and 1398 fake drum hits in
+    14 s. Now they are replaced by silence before anything else sees them, and counted."""
+    rng = np.random.default_rng(1)
+    clip = np.zeros(16000 * 6, np.float32)
+    for i in rng.integers(0, len(clip) - 800, 30):
+        clip[i:i + 800] = rng.choice(np.array([np.nan, np.inf, -np.inf], np.float32), 800)
+    env = dict(jack_server, PYTHONPATH=str(ROOT))
+    player = Player(clip)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "edgemir", "run", "--device", "system", "--tasks", "drums,pitch",
+                                 "--no-display", "--jsonl", "-", "--duration", "8"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        player.feed()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        player.close()
+    err = err.decode()
+    assert proc.returncode == 0 and "Traceback" not in err and "RuntimeWarning" not in err, err
+    events = [json.loads(line) for line in out.decode().splitlines()]  # every line is valid JSON
+    assert events and sum(e["task"] == "drums" for e in events) == 0
+    m = re.search(r"nonfinite (\d+)", err)
+    assert m and int(m.group(1)) >= 0.9 * int((~np.isfinite(clip)).sum()), err
