@@ -70,7 +70,7 @@ class Dashboard:
             midi = 69 + 12 * math.log2(e.value / 440.0)
             cents = (midi - round(midi)) * 100
             pos = int(round((cents + 50) / 100 * 30))
-            needle = "".join("|" if i == 15 else ("●" if i == pos else "─") for i in range(31))
+            needle = "".join("●" if i == pos else ("|" if i == 15 else "─") for i in range(31))
             style = "green" if abs(cents) < 5 else "yellow"
             body = Text.assemble((f"{note_name(midi):>4} ", "bold " + style), (f"{cents:+5.1f}c ", style),
                                  (f"{e.value:7.1f} Hz ", ""), (f"conf {e.confidence:.2f}\n", "dim"), (needle, style))
@@ -121,8 +121,13 @@ class Dashboard:
     def _render(self, status: dict):
         lv = status.get("level_db", -120.0)
         n = max(0, min(30, int((lv + 80) / 80 * 30)))
+        flags = ""
+        if status.get("clipped"):
+            flags += f"  clipped {status['clipped']}"
+        if status.get("nonfinite"):
+            flags += f"  NaN/inf {status['nonfinite']}"
         meter = Text.assemble(("level ", "dim"), ("█" * n, "green" if lv < -6 else "red"), (" " * (30 - n)),
-                              f" {lv:6.1f} dB")
+                              f" {lv:6.1f} dB", (flags, "bold red"))
         grid = Table.grid(expand=True)
         grid.add_column(ratio=1)
         grid.add_column(ratio=1)
@@ -144,14 +149,10 @@ class Dashboard:
         else:
             lat = f"latency {status['latency_p50_ms']:.0f}/{status['latency_p99_ms']:.0f} ms"
         block = ("block —" if status["compute_p50_ms"] != status["compute_p50_ms"] else
-                 f"block {status['compute_p50_ms']:.2f}/{status['compute_p99_ms']:.2f} ms")
-        extra = ""
-        if status.get("clipped"):
-            extra += f" | clipped {status['clipped']}"
-        if status.get("nonfinite"):
-            extra += f" | NaN/inf {status['nonfinite']}"
+                 f"block {status['compute_p50_ms']:.1f}/{status['compute_p99_ms']:.1f} ms")
         cpu = "CPU —" if status["cpu_percent"] != status["cpu_percent"] else f"CPU {status['cpu_percent']:.0f}%"
-        parts.append(Text(f"p50/p99 {block}, {lat} | {cpu} | "
-                          f"xruns {status['xruns']}, gaps {status['gap_s']:.1f} s{extra}", style="dim"))
+        # p50/p99 throughout; one line of at most 80 columns
+        parts.append(Text(f"{block} | {lat} | {cpu} | xruns {status['xruns']}, gaps {status['gap_s']:.1f} s",
+                          style="dim", no_wrap=True, overflow="ellipsis"))
         parts.extend(self._message_lines())
         return Group(*parts)

@@ -39,6 +39,7 @@ class TaskRunner:
         self.pending = torch.zeros(0, N_BINS)  # spectra waiting for a full block
         self.next_out = 0  # index of the next output frame
         self.levels: list[float] = []
+        self.ran = False  # whether the last push ran the model
 
     def push(self, spec: torch.Tensor, levels: np.ndarray, final: bool = False) -> list[Event]:
         if spec.shape[0]:
@@ -47,7 +48,9 @@ class TaskRunner:
         if final:  # right context of silence so the last frames get outputs
             self.pending = torch.cat([self.pending, self.silence.repeat(self.la, 1)])
         events: list[Event] = []
+        self.ran = False
         if self.pending.shape[0] and (self.pending.shape[0] >= self.block or final):
+            self.ran = True
             with torch.no_grad():
                 y, self.state = self.module.step(self.pending, self.state)
             self.pending = torch.zeros(0, N_BINS)
@@ -112,7 +115,7 @@ class Engine:
         events: list[Event] = []
         for r in self.runners:
             events += r.push(spec, levels, final)
-        if n or final:
+        if any(r.ran for r in self.runners):  # a block that ran models (not a hop that only waited)
             self.stats.add_compute((time.perf_counter() - t0) * 1000)
         return events
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -65,6 +66,12 @@ def player() -> subprocess.Popen:
     before each outage: a client of a server that dies can crash its process)."""
     return subprocess.Popen([sys.executable, "-c", PLAYER, str(ROOT / "edgemir" / "data" / "demo.wav"), SERVER],
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def gaps(screen: str) -> float:
+    """The gap counter on the display's status line."""
+    m = re.search(r"gaps ([\d.]+) s", screen)
+    return float(m.group(1)) if m else float("nan")
 
 
 def lines(path: Path) -> int:
@@ -134,8 +141,7 @@ def main() -> int:
                 time.sleep(0.02)
             time.sleep(3)
             after = screen()
-            g0 = float(gaps_before.split("gaps ")[1].split(" s")[0]) if "gaps " in gaps_before else float("nan")
-            g1 = float(after.split("gaps ")[1].split(" s")[0]) if "gaps " in after else float("nan")
+            g0, g1 = gaps(gaps_before), gaps(after)
             good = shown and resumed - ready <= 1.0 and g1 - g0 >= args.outage_s - 1.0
             ok &= good
             say(f"outage {k} at {lost - t0:5.0f} s, server down {back - lost:.1f} s: banner shown {shown}, events "

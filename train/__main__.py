@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     am.add_argument("--set", dest="changes", action="append", required=True, metavar="KEY=VALUE")
     am.add_argument("--reason", required=True)
 
+    re_ = sub.add_parser("realeval", help="score bundles on the real recordings of ../shared/dev-real (per category)")
+    re_.add_argument("bundles", nargs="*", type=Path, help="bundle files or folders (default: the shipped bundles)")
+    re_.add_argument("--dev-real", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "dev-real")
+    re_.add_argument("--out", type=Path, help="write realeval.json and realeval.md here")
+
     rz = sub.add_parser("upgrade", help="bring older bundles to the current format (same weights and card)")
     rz.add_argument("bundles", nargs="+", type=Path)
 
@@ -195,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
             for b in args.bundles:
                 amend_card(b, {k: v for k, _, v in pairs}, args.reason)
                 print(f"amended {b}")
+        elif args.cmd == "realeval":
+            from train.realeval import realeval_command
+
+            realeval_command(args)
         elif args.cmd == "upgrade":
             from train.export import upgrade
 
