@@ -143,3 +143,40 @@ def test_peer_onsets_are_stamped_on_time():
         hits = mir_eval.util.match_events(times, est, 0.05)
         assert len(hits) == len(times)
         assert abs(np.mean([est[j] - times[i] for i, j in hits])) < 0.015
+
+
+def test_realeval_scores_per_category_with_a_confusion_matrix(tiny_data, tiny_bundles, tmp_path):
+    """``train realeval`` on a folder laid out like ``../shared/dev-real`` (rendered clips standing in for
+    recordings): per-task rows, categories from the sources list's notes, and for instrument a
+    confusion matrix whose cells add up to the clips."""
+    import csv
+    import shutil
+
+    from train.realeval import markdown, realeval
+
+    dev = tmp_path / "dev-real"
+    rows = []
+    for task in ("pitch", "instrument", "drums"):
+        (dev / task).mkdir(parents=True)
+        for i, f in enumerate(sorted((tiny_data(task) / "test").iterdir())):
+            if f.suffix in (".wav", ".csv", ".label", ".drums") and not f.name.startswith("manifest"):
+                shutil.copy(f, dev / task / f.name)
+                if f.suffix == ".wav":
+                    note = {"pitch": ["female singer", "male singer"][i % 2], "drums": "full band mix"}.get(task, "")
+                    rows.append({"file": f"{task}/{f.name}", "source": "rendered", "license": "-", "seconds": "1",
+                                 "note": note})
+    with open(dev / "SOURCES-test.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["file", "source", "license", "seconds", "note"])
+        w.writeheader()
+        w.writerows(rows)
+    rep = realeval([tiny_bundles], dev)
+    assert set(rep["tasks"]) == {"pitch", "instrument", "drums"}
+    pitch = rep["tasks"]["pitch"][0]
+    assert set(pitch["categories"]) <= {"female voice", "male voice"} and pitch["categories"]
+    assert sum(c["items"] for c in pitch["categories"].values()) == pitch["summary"]["items"]
+    assert set(rep["tasks"]["drums"][0]["categories"]) == {"full mix"}
+    inst = rep["tasks"]["instrument"][0]
+    cells = sum(sum(r.values()) for r in inst["confusion"]["rows"].values())
+    assert cells == inst["summary"]["items"] and set(inst["categories"]) <= set(inst["confusion"]["labels"])
+    md = markdown(rep)
+    assert "## pitch" in md and "female voice" in md and "Confusion" in md
