@@ -3,6 +3,7 @@ behind, and the musician told. Each test reproduces a case that used to fail (in
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -335,3 +336,32 @@ def test_device_loss_is_shown_counted_and_kept_on_the_timeline(tmp_path):
         if j.poll() is None:
             j.terminate()
             j.wait(10)
+
+
+def test_the_display_says_warming_up_never_nan():
+    """Before: a blank screen for about 8 s, then ``nan/nan`` on the status line, and a p99 that was the
+    warm-up's. Now the first frame (drawn before the models load) says what is happening, a fresh run
+    says "warming up", and latencies of the first seconds are kept apart from the percentiles."""
+    from rich.console import Console
+
+    from edgemir.app import WARMUP_S, Runner, build_engine, load_models
+    from edgemir.display import Dashboard
+    from edgemir.sources import FileSource
+
+    def text(renderable) -> str:
+        c = Console(width=80, record=True, file=io.StringIO())
+        c.print(renderable)
+        return c.export_text()
+
+    dash = Dashboard("edgemir", ["onset"])
+    first = text(dash.render(None))
+    assert "starting" in first and "nan" not in first.lower()
+    runner = Runner(FileSource.from_array(np.zeros(16000 * 4, np.float32)), build_engine(load_models(["onset"], None)),
+                    [], on_events=dash.update)
+    dash.tasks = ["onset"]
+    fresh = text(dash.render(runner.status()))
+    assert "warming up" in fresh and "nan" not in fresh.lower(), fresh
+    while runner.step(max_samples=1600):
+        pass
+    assert runner.state.audio_s > WARMUP_S
+    assert all(len(line) <= 80 for line in text(dash.render(runner.status())).splitlines())
