@@ -69,9 +69,7 @@ class TaskRunner:
 class Stats:
     """Running counters; per-block figures keep only the recent ones (a service runs for months)."""
 
-    hops: int = 0
-    dropped_hops: int = 0
-    xruns: int = 0
+    hops: int = 0  # (xruns and gaps are the source's to count: they happen before the engine)
     blocks: int = 0
     compute_total_ms: float = 0.0
     compute_ms: deque = field(default_factory=lambda: deque(maxlen=4096))  # per block, all tasks together
