@@ -27,7 +27,9 @@ class TaskRunner:
         self.task = task
         # frozen for the device: parameters become constants and BatchNorm folds into the convolutions,
         # which cuts the per-call cost of these small graphs by up to a third (tests check step == forward)
-        self.module = torch.jit.freeze(module.eval(), preserved_attrs=["step", "initial_stream"])
+        if isinstance(module, torch.jit.ScriptModule):  # (training evaluates its eager nets through here too)
+            module = torch.jit.freeze(module.eval(), preserved_attrs=["step", "initial_stream"])
+        self.module = module
         self.card = card
         self.rf = int(card["receptive_field"])
         self.la = int(card["lookahead"])
