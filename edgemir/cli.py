@@ -301,8 +301,28 @@ def _run(args, cfg: dict, dash, live, state: dict, log, err) -> int:
     return 0
 
 
+def bound_heap(threshold: int = 128 * 1024) -> bool:
+    """Fix glibc's mmap threshold so freed tensor buffers go back to the OS.
+
+    glibc raises the threshold each time a large mmapped block is freed, after which the engine's
+    per-block activations (a few hundred KB for the pitch salience layers) come from the heap and
+    fragment it: an hour-long soak grew 65 MB by trend, against 1.0 MB with a fixed threshold (at the
+    cost of ~1.3x more wall time per hour of audio). No-op outside glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+        return bool(libc.mallopt(m_mmap_threshold, threshold)) and bool(libc.mallopt(m_trim_threshold, threshold))
+    except (OSError, AttributeError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     import faulthandler
+
+    bound_heap()
 
     if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID` dumps every thread's stack (debugging a stuck service)
         try:

@@ -29,8 +29,10 @@ def examples(request) -> int:
 
 
 def run_main(args: list[str]) -> tuple[int, str]:
+    import edgemir.cli
     from edgemir.cli import main
 
+    edgemir.cli.bound_heap = lambda *a: False  # a process-wide malloc setting: not for the test process
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         rc = main(args)  # an exception escaping here is a traceback for the user: the test fails
