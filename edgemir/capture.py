@@ -59,8 +59,10 @@ def _child(device, shm_name: str, cap: int, blocksize: int, retry_s: float = 0.0
     devices only at initialisation): a device or audio server that comes back is seen within
     ``retry_s``, without a new process per attempt. No stream was opened yet, so re-initialising
     cannot block on a stream of a dead server."""
+    import signal
     from multiprocessing import resource_tracker
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops this process
     import sounddevice as sd
 
     shm = shared_memory.SharedMemory(name=shm_name)

@@ -267,6 +267,8 @@ def _run(args, cfg: dict, dash, live, state: dict, log, err) -> int:
         stop["flag"] = True
 
     signal.signal(signal.SIGTERM, _stop)
+    if hasattr(signal, "SIGHUP"):  # the terminal went away: stop, and free the device, rather than run on unseen
+        signal.signal(signal.SIGHUP, _stop)
     source.start()
     notify.ready()
     state["runner"] = runner
@@ -295,8 +297,9 @@ def _run(args, cfg: dict, dash, live, state: dict, log, err) -> int:
     lat = ("no events" if st["latency_p50_ms"] != st["latency_p50_ms"] else
            f"latency p50 {st['latency_p50_ms']:.0f} ms, p99 {st['latency_p99_ms']:.0f} ms")
     extra = "".join(f", {k} {st[k]}" for k in ("clipped", "nonfinite") if st[k])
-    err.print(f"processed {st['audio_s']:.1f} s: block compute p50 {st['compute_p50_ms']:.2f} ms, "
-              f"p99 {st['compute_p99_ms']:.2f} ms, xruns {st['xruns']}, gaps {st['gap_s']:.2f} s, {lat}{extra}",
+    comp = ("no blocks run" if st["compute_p50_ms"] != st["compute_p50_ms"] else
+            f"block compute p50 {st['compute_p50_ms']:.2f} ms, p99 {st['compute_p99_ms']:.2f} ms")
+    err.print(f"processed {st['audio_s']:.1f} s: {comp}, xruns {st['xruns']}, gaps {st['gap_s']:.2f} s, {lat}{extra}",
               style="dim")
     return 0
 
