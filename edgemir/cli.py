@@ -222,23 +222,31 @@ def cmd_run(args) -> int:
     cfg = _apply_config(args)
     show = not args.no_display and args.jsonl != "-"
     dash = Dashboard(f"edgemir {__version__}", [])
-    live = None
-    if show:  # up at once (before torch is imported); rich's own thread redraws it, off the audio path
+    live = redraw = None
+    state: dict = {"runner": None}
+    if show:  # up at once (before torch is imported), redrawn by its own thread, off the audio path
         from rich.live import Live
 
-        state: dict = {"runner": None}
-        live = Live(get_renderable=lambda: dash.render(state["runner"].status() if state["runner"] else None),
-                    console=Console(), refresh_per_second=10, transient=False, redirect_stderr=False)
-        live.start()
+        from edgemir.display import Redraw
+
+        def frame():
+            return dash.render(state["runner"].status() if state["runner"] else None)
+
+        live = Live(frame(), console=Console(), auto_refresh=False, transient=False, redirect_stderr=False)
+        live.start(refresh=True)
+        redraw = Redraw(live, frame)
+        redraw.start()
     log = dash.log if show else (lambda m: err.print(m, style="yellow"))
     try:
-        return _run(args, cfg, dash, live, state if show else {}, log, err)
+        return _run(args, cfg, dash, live, redraw, state, log, err)
     finally:
+        if redraw is not None:
+            redraw.stop()
         if live is not None:
             live.stop()
 
 
-def _run(args, cfg: dict, dash, live, state: dict, log, err) -> int:
+def _run(args, cfg: dict, dash, live, redraw, state: dict, log, err) -> int:
     from edgemir.app import Runner, build_engine, load_models, parse_tasks, set_threads
     from edgemir.config import decoder_overrides
     from edgemir.notify import Notifier
@@ -290,7 +298,8 @@ def _run(args, cfg: dict, dash, live, state: dict, log, err) -> int:
             s.close()
         notify.stopping()
     if live is not None:
-        live.refresh()
+        redraw.stop()  # joined: nothing draws while the process winds down
+        live.update(dash.render(runner.status()), refresh=True)
         live.stop()
         live.console.print()  # end the display's last line before the summary
     st = runner.status()

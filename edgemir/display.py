@@ -156,3 +156,26 @@ class Dashboard:
                           style="dim", no_wrap=True, overflow="ellipsis"))
         parts.extend(self._message_lines())
         return Group(*parts)
+
+
+class Redraw(threading.Thread):
+    """Redraws a rich ``Live`` ten times a second from its own thread, off the audio path. Unlike rich's
+    own refresh thread it is joined when stopped: a daemon thread still drawing while the interpreter
+    exits was killed inside native code ("terminate called without an active exception")."""
+
+    def __init__(self, live, render, hz: float = 10.0) -> None:
+        super().__init__(name="edgemir-display", daemon=True)
+        self.live, self.render, self.period = live, render, 1.0 / hz
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.period):
+            try:
+                self.live.update(self.render(), refresh=True)
+            except Exception:  # a frame that cannot be drawn is skipped, never the analysis
+                pass
+
+    def stop(self) -> None:
+        self.done.set()
+        if self.is_alive():
+            self.join(5)
