@@ -132,10 +132,11 @@ class Runner:
         if bad.any():
             self.nonfinite += int(bad.sum())
             x = np.where(bad, np.float32(0), x).astype(np.float32)
-        a = np.abs(x)
-        if len(a):
-            self.peak = max(self.peak, float(a.max()))
-            self.clipped += int(np.count_nonzero(a >= 0.999))
+        if len(x):
+            peak = float(np.abs(x).max())
+            self.peak = max(self.peak, peak)
+            if peak >= 0.999:  # counted only in the rare block that reaches full scale
+                self.clipped += int(np.count_nonzero(np.abs(x) >= 0.999))
         return x
 
     def _fan_out(self, events: list[Event], compute_s: float) -> None:

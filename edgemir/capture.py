@@ -74,8 +74,12 @@ def _child(device, shm_name: str, cap: int, blocksize: int, retry_s: float = 0.0
         sys.stdout.write(json.dumps(msg) + "\n")
         sys.stdout.flush()
 
+    attempt = 0
     while True:
         try:
+            if attempt:  # PortAudio lists devices only when initialised: start it afresh for each try
+                sd._terminate()
+                sd._initialize()
             stream, name, rate = _open_stream(sd, device, head, ring, cap, blocksize)
             break
         except Exception as e:
@@ -83,19 +87,12 @@ def _child(device, shm_name: str, cap: int, blocksize: int, retry_s: float = 0.0
             if retry_s <= 0:
                 send("error", msg)
                 os._exit(0)
-            send("waiting", msg)
-            while True:  # until it opens, or the parent goes away
-                time.sleep(retry_s)
-                if os.getppid() != parent:
-                    os._exit(0)
-                try:
-                    sd._terminate()
-                    sd._initialize()
-                    stream, name, rate = _open_stream(sd, device, head, ring, cap, blocksize)
-                    break
-                except Exception:
-                    continue
-            break
+            if not attempt:
+                send("waiting", msg)
+            attempt += 1
+            time.sleep(retry_s)
+            if os.getppid() != parent:  # until it opens, or the parent goes away
+                os._exit(0)
     send("ok", name, rate)
     while stream.active and os.getppid() == parent:
         time.sleep(0.05)

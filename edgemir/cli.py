@@ -266,7 +266,10 @@ def _run(args, cfg: dict, dash, live, redraw, state: dict, log, err) -> int:
         sinks.append(OscSink(args.osc))
     dash.stage = "opening the input device"
     source, demo = _open_source(args, log)
-    dash.title = ("DEMO — " if demo else "") + f"edgemir {__version__} — {source.name}"
+    def title() -> str:
+        return ("DEMO — " if demo else "") + f"edgemir {__version__} — {source.name}"
+
+    dash.title = title()
     notify = Notifier()
     runner = Runner(source, engine, sinks, on_events=dash.update, notify=notify)
     stop = {"flag": False}
@@ -289,7 +292,7 @@ def _run(args, cfg: dict, dash, live, redraw, state: dict, log, err) -> int:
                 break
             if source.name != name:  # a device opened or re-opened
                 name = source.name
-                dash.title = ("DEMO — " if demo else "") + f"edgemir {__version__} — {name}"
+                dash.title = title()
     except KeyboardInterrupt:
         pass
     finally:
