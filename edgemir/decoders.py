@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES, FRAME_RATE, PITCH_BINS, PITCH_CENTS_PER_BIN, PITCH_FMIN
+from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES, FRAME_RATE, PITCH_CENTS_PER_BIN, PITCH_FMIN
 
 
 @dataclass
@@ -47,17 +47,18 @@ class PitchDecoder(Decoder):
     def __init__(self, threshold: float = 0.5, halfwidth: int = 4) -> None:
         self.threshold = threshold
         self.halfwidth = halfwidth
-        self.cents = np.arange(PITCH_BINS) * PITCH_CENTS_PER_BIN
 
     def push(self, probs, first, levels):
-        sal, voicing = probs[:PITCH_BINS], probs[PITCH_BINS]
+        bins = probs.shape[0] - 1  # the salience axis of this bundle (older bundles end at B6)
+        cents = np.arange(bins) * PITCH_CENTS_PER_BIN
+        sal, voicing = probs[:bins], probs[bins]
         out = []
         peaks = np.argmax(sal, axis=0)
         for k in range(sal.shape[1]):
             p = peaks[k]
-            lo, hi = max(0, p - self.halfwidth), min(PITCH_BINS, p + self.halfwidth + 1)
+            lo, hi = max(0, p - self.halfwidth), min(bins, p + self.halfwidth + 1)
             w = sal[lo:hi, k]
-            c = float(np.sum(w * self.cents[lo:hi]) / (np.sum(w) + 1e-9))
+            c = float(np.sum(w * cents[lo:hi]) / (np.sum(w) + 1e-9))
             f0 = PITCH_FMIN * 2 ** (c / 1200)
             v = float(voicing[k])
             out.append(Event(frame_time(first + k), "pitch", f0 if v >= self.threshold else -f0, v, first + k))

@@ -37,9 +37,11 @@ class TaskRunner:
         self.decoder = decoder or make_decoder(task)
         self.silence = torch.zeros(1, N_BINS)
         with torch.no_grad():  # left context of silence before the first frame, as in training
-            _, self.state = module.step(self.silence.repeat(self.rf - 1 - self.la, 1), module.initial_stream())
+            y, self.state = module.step(self.silence.repeat(self.rf - 1 - self.la, 1), module.initial_stream())
         self.pending = torch.zeros(0, N_BINS)  # spectra waiting for a full block
-        self.next_out = 0  # index of the next output frame
+        # index of the next output frame: with a negative look-ahead the silence already decided the first
+        # -lookahead frames (nothing to report there); each output then gets the newest frame's level
+        self.next_out = int(y.shape[2])
         self.levels: list[float] = []
         self.ran = False  # whether the last push ran the model
 
@@ -48,7 +50,7 @@ class TaskRunner:
             self.pending = torch.cat([self.pending, spec]) if self.pending.shape[0] else spec
             self.levels.extend(levels.tolist())
         if final:  # right context of silence so the last frames get outputs
-            self.pending = torch.cat([self.pending, self.silence.repeat(self.la, 1)])
+            self.pending = torch.cat([self.pending, self.silence.repeat(max(0, self.la), 1)])
         events: list[Event] = []
         self.ran = False
         if self.pending.shape[0] and (self.pending.shape[0] >= self.block or final):

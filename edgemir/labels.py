@@ -28,8 +28,9 @@ CHORDS: tuple[str, ...] = ("N",) + tuple(f"{p}:maj" for p in PITCH_CLASSES) + tu
     f"{p}:min" for p in PITCH_CLASSES
 )
 
-# Pitch salience: 360 bins of 20 cents from C1 (32.70 Hz), as CREPE.
-PITCH_BINS: int = 360
+# Pitch salience: 20-cent bins from C1 (32.70 Hz), as CREPE, up to D#7 (a tuner's range ends at C7 plus
+# vibrato). Bundles before December 2026 have 360 bins (to B6); decoders read the size from the output.
+PITCH_BINS: int = 375
 PITCH_CENTS_PER_BIN: float = 20.0
 PITCH_FMIN: float = 32.703195662574764  # C1
 

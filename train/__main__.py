@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", type=Path, required=True)
     d.add_argument("--soundfont", type=Path)
+    d.add_argument("--generator", type=int, choices=[2, 3], default=3,
+                   help="generator version (2: GM banks only, the material of bundles before December 2026)")
 
     e = sub.add_parser("evaluate", help="score estimates against references (mir_eval)")
     e.add_argument("--task", type=_task, required=True)
@@ -158,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "data":
             from train.generate import write_dataset
 
-            m = write_dataset(args.task, args.split, args.minutes, args.seed, args.out, args.soundfont)
+            m = write_dataset(args.task, args.split, args.minutes, args.seed, args.out, args.soundfont,
+                              version=args.generator)
             print(f"wrote {len(m['items'])} items ({m['minutes']:.1f} min) to {args.out}")
         elif args.cmd == "evaluate":
             from train.metrics import evaluate_folders

@@ -210,7 +210,7 @@ def warp_bank(bank: np.ndarray, ratio: float) -> np.ndarray:
 
 
 def pitch_salience_target(cents: torch.Tensor, sigma: float = 25.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """CREPE-style Gaussian-blurred salience [B, 360, T] and voicing [B, T] from cents above C1."""
+    """CREPE-style Gaussian-blurred salience [B, PITCH_BINS, T] and voicing [B, T] from cents above C1."""
     voiced = ~torch.isnan(cents)
     c = torch.nan_to_num(cents, nan=-1e4)
     axis = torch.arange(PITCH_BINS).float() * 20.0

@@ -19,7 +19,7 @@ from edgemir.decoders import make_decoder
 from edgemir.engine import Engine, TaskRunner, analyze_array
 from edgemir.errors import UserError
 from edgemir.formats import chord_segments
-from edgemir.labels import DRUM_CLASSES, FAMILIES
+from edgemir.labels import DRUM_CLASSES, FAMILIES, PITCH_BINS
 from train import metrics
 from train.dataset import IGNORE, Batcher, Item, load_split, pitch_salience_target
 from train.export import task_model
@@ -39,9 +39,9 @@ def seed_all(seed: int) -> None:
 def loss_fn(task: str, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if task == "pitch":
         sal, voiced = pitch_salience_target(target)
-        l_sal = F.binary_cross_entropy_with_logits(y[:, :360], sal, reduction="none").mean(1)
+        l_sal = F.binary_cross_entropy_with_logits(y[:, :PITCH_BINS], sal, reduction="none").mean(1)
         l_sal = (l_sal * voiced).sum() / voiced.sum().clamp(min=1)
-        return l_sal + 0.5 * F.binary_cross_entropy_with_logits(y[:, 360], voiced)
+        return l_sal + 0.5 * F.binary_cross_entropy_with_logits(y[:, PITCH_BINS], voiced)
     if task in ("onset", "drums"):
         t = target.transpose(1, 2)
         return F.binary_cross_entropy_with_logits(y, t, pos_weight=torch.tensor(5.0))

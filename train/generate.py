@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ import soundfile as sf
 from edgemir.errors import UserError
 from edgemir.labels import CHORDS, FAMILIES, PITCH_CLASSES, SAMPLE_RATE, TASKS
 from train import annotations as ann
+from train import sources as src
 from train.augment import realism
 from train.render import (
     BEND_RANGE,
@@ -28,7 +31,8 @@ from train.render import (
     gm_soundfonts,
 )
 
-GENERATOR_VERSION = "2"  # 2: train/valid items draw their GM bank from a pool; no detuned pitch programs
+GENERATOR_VERSION = "3"  # 3: synthesised singers, plucks, tones, amps/effects and full-band drum mixes (train/sources.py)
+# 2: train/valid items draw their GM bank from a pool; no detuned pitch programs (`train data --generator 2`)
 SPLITS = ("train", "valid", "test")
 HOP_S = 0.01
 
@@ -85,12 +89,83 @@ def _melody(rng, lo: int, hi: int, t0: float, t1: float, tempo: float):
     return notes
 
 
+
+@dataclass
+class Part:
+    """One track of a mix: a Score rendered from the banks, or synthesised audio; optional effects."""
+
+    score: Score | None = None
+    audio: np.ndarray | None = None
+    fx: Callable[[np.ndarray], np.ndarray] | None = None
+    gain_db: float = 0.0
+
+
+@dataclass
+class Mix:
+    """Tracks rendered separately (so each gets its own effects), summed, optionally bus-processed."""
+
+    parts: list[Part] = field(default_factory=list)
+    bus: Callable[[np.ndarray], np.ndarray] | None = None
+
+    @property
+    def programs(self) -> dict:
+        out = {}
+        for k, p in enumerate(self.parts):
+            if p.score is not None:
+                out.update({(k, c): v for c, v in p.score.programs.items()})
+        return out
+
+    def use_bank(self, bank: int, n_gm: int) -> None:
+        for p in self.parts:
+            if p.score is not None:
+                p.score.use_bank(bank, n_gm)
+
+    def render(self, renderer: Renderer, dur: float) -> np.ndarray:
+        n = int(round(dur * SAMPLE_RATE))
+        out = np.zeros(n, np.float32)
+        for p in self.parts:
+            x = renderer.render(p.score, dur) if p.score is not None else p.audio[:n]
+            if p.fx is not None and np.abs(x).max() > 0:
+                x = p.fx(x)
+            x = x / (np.abs(x).max() + 1e-9) * 0.5 * 10 ** (p.gain_db / 20)
+            out[: len(x)] += x
+        return self.bus(out) if self.bus is not None else out
+
+
+def render_item(renderer: Renderer, item, dur: float) -> np.ndarray:
+    return item.render(renderer, dur) if isinstance(item, Mix) else renderer.render(item, dur)
+
+
+def _score_of(chan_prog: int, notes, rng, vel=(40, 127)) -> Score:
+    sc = Score()
+    sc.program(0, chan_prog)
+    for p, a, b in notes:
+        sc.note(0, p, a, b, int(rng.integers(*vel)))
+    return sc
+
+
+def _sustained(rng, lo: int, hi: int, t0: float, t1: float):
+    """Long steady notes (a tuner's material): 0.5-2.5 s each with short gaps."""
+    notes, t = [], t0
+    while t < t1 - 0.5:
+        d = min(rng.uniform(0.5, 2.5), t1 - t)
+        notes.append((int(rng.integers(lo, hi + 1)), t, t + d))
+        t += d + rng.uniform(0.05, 0.5)
+    return notes
+
 # -- pitch ---------------------------------------------------------------------------------
-def gen_pitch(rng, kits: int = 0) -> tuple[Score, float, dict]:
+def gen_pitch(rng, kits: int = 0, version: int = 3):
+    """Monophonic melodies with exact f0 labels; version 3 adds singers, plucks, tones and sines."""
+    if version >= 3:
+        return gen_pitch_v3(rng)
+    return gen_pitch_gm(rng)
+
+
+def gen_pitch_gm(rng, lo_hi: tuple[int, int] = (32, 91), fx: bool = False) -> tuple[Score, float, dict]:
     dur = 8.0
     fam = PITCH_FAMILIES[rng.integers(len(PITCH_FAMILIES))]
     prog, lo, hi = _program(rng, fam, exclude=PITCH_EXCLUDED)
-    lo, hi = max(lo, 32), min(hi, 91)
+    lo, hi = max(lo, lo_hi[0]), min(hi, lo_hi[1])
     sc = Score()
     sc.program(0, prog)
     notes = _melody(rng, lo, hi, rng.uniform(0.1, 0.6), dur - 0.3, rng.uniform(60, 160))
@@ -117,11 +192,71 @@ def gen_pitch(rng, kits: int = 0) -> tuple[Score, float, dict]:
         for k in range(k0, min(k1, n_frames)):
             j = min(int((times[k] - a) / HOP_S + 1e-9), len(vals) - 1)
             f0[k] = midi_hz(p + vals[j] / 8192 * BEND_RANGE)
+    if fx and fam in ("guitar", "bass", "synth_lead") and rng.random() < 0.6:
+        sc = Mix([Part(score=sc, fx=lambda x: src.amp_chain(rng, x, drive=None if fam != "bass" else rng.random() < 0.3))])
     return sc, dur, {"times": times, "f0": f0, "labels": [fam]}
 
 
+def gen_pitch_v3(rng):
+    """Singers, GM melodies (guitars and basses through amps), plucked strings, harmonic tones and pure
+    sines, from E1 to C7."""
+    dur = 8.0
+    kind = rng.choice(["voice", "gm", "pluck", "tone", "sine"], p=[0.3, 0.3, 0.15, 0.13, 0.12])
+    if kind == "gm":
+        return gen_pitch_gm(rng, (28, 96), fx=True)
+    steady = kind in ("tone", "sine", "pluck") and rng.random() < 0.4
+    if kind == "voice":
+        sex = str(rng.choice(["male", "female"]))
+        lo, hi = src.SINGER_RANGES[sex]
+        notes = _melody(rng, lo, hi, rng.uniform(0.1, 0.6), dur - 0.3, rng.uniform(60, 160))
+        audio, f0, _ = src.sing(rng, notes, dur, sex)
+        fx = (lambda x: src.vocal_chain(rng, x)) if rng.random() < 0.7 else None
+        label = f"voice_{sex}"
+    else:
+        lo, hi = {"pluck": (28, 84), "tone": (28, 96), "sine": (28, 96)}[kind]
+        if kind == "pluck" and rng.random() < 0.4:
+            hi = 55  # basses
+        notes = (_sustained if steady else lambda r, a, b, c, d: _melody(r, a, b, c, d, r.uniform(60, 160)))(
+            rng, lo, hi, rng.uniform(0.1, 0.6), dur - 0.3)
+        if kind == "pluck":
+            audio, f0 = src.pluck(rng, notes, dur)
+            fx = (lambda x: src.amp_chain(rng, x)) if rng.random() < 0.5 else None
+        else:
+            audio, f0 = src.tone(rng, notes, dur, pure=kind == "sine")
+            fx = None
+        label = str(kind)
+    times = np.arange(len(f0)) * HOP_S
+    return Mix([Part(audio=audio, fx=fx)]), dur, {"times": times, "f0": f0, "labels": [label]}
+
+
 # -- onsets --------------------------------------------------------------------------------
-def gen_onset(rng, kits: int = 0) -> tuple[Score, float, dict]:
+def gen_onset(rng, kits: int = 0, version: int = 3):
+    """GM parts (and drums); from version 3 also sung and plucked lines, alone or over the GM parts."""
+    sc, dur, a = gen_onset_gm(rng)
+    if version < 3 or rng.random() < 0.55:
+        return sc, dur, a
+    solo = rng.random() < 0.4
+    onsets = [] if solo else list(a["onsets"])
+    mix = Mix([] if solo else [Part(score=sc, gain_db=float(rng.uniform(-9, 0)))])
+    tempo = rng.uniform(60, 180)
+    if rng.random() < 0.55:
+        sex = str(rng.choice(["male", "female"]))
+        notes = _melody(rng, *src.SINGER_RANGES[sex], rng.uniform(0, 1.0), dur - 0.5, tempo)
+        audio, _, ons = src.sing(rng, notes, dur, sex)
+        mix.parts.append(Part(audio=audio, fx=(lambda x: src.vocal_chain(rng, x)) if rng.random() < 0.6 else None))
+    else:
+        notes = _melody(rng, 28 if rng.random() < 0.3 else 40, 84, rng.uniform(0, 1.0), dur - 0.5, tempo * 2)
+        audio, _ = src.pluck(rng, notes, dur)
+        ons = [n[1] for n in notes]
+        mix.parts.append(Part(audio=audio, fx=(lambda x: src.amp_chain(rng, x)) if rng.random() < 0.6 else None))
+    merged: list[float] = []
+    for t in sorted(onsets + ons):
+        if not merged or t - merged[-1] > 0.03:
+            merged.append(t)
+    return mix, dur, {"onsets": merged, "labels": [f"n={len(merged)}"]}
+
+
+def gen_onset_gm(rng) -> tuple[Score, float, dict]:
     dur = 8.0
     sc = Score()
     onsets = []
@@ -182,7 +317,7 @@ def _chord_part(rng, sc, chan, pitches, a, b, style, beat):
             t += beat * rng.choice([0.5, 1])
 
 
-def gen_chord(rng, kits: int = 0) -> tuple[Score, float, dict]:
+def gen_chord(rng, kits: int = 0, version: int = 3) -> tuple[Score, float, dict]:
     dur = float(rng.uniform(14, 20))
     tempo = rng.uniform(60, 150)
     beat = 60 / tempo
@@ -248,7 +383,57 @@ def gen_chord(rng, kits: int = 0) -> tuple[Score, float, dict]:
 
 
 # -- drums ---------------------------------------------------------------------------------
-def gen_drums(rng, kits: int = 0) -> tuple[Score, float, dict]:
+def gen_drums(rng, kits: int = 0, version: int = 3):
+    """A kit (GM banks or the real-kit SoundFonts); from version 3 often inside a full band (bass, chords
+    through amps, a singer) with bus compression, and sometimes no drums at all (a solo voice or guitar)."""
+    if version < 3:
+        sc, dur, a = gen_drums_kit(rng, kits, band=True)
+        a.pop("tempo")
+        return sc, dur, a
+    dur = 8.0
+    if rng.random() < 0.08:  # nothing to find: solo voice, amp'd guitar or a GM melody
+        kind = rng.choice(["voice", "guitar", "gm"])
+        if kind == "voice":
+            sex = str(rng.choice(["male", "female"]))
+            line = _melody(rng, *src.SINGER_RANGES[sex], 0.2, dur - 0.3, rng.uniform(60, 160))
+            audio, _, _ = src.sing(rng, line, dur, sex)
+            part = Part(audio=audio, fx=lambda x: src.vocal_chain(rng, x))
+        elif kind == "guitar":
+            audio, _ = src.pluck(rng, _melody(rng, 40, 84, 0.2, dur - 0.3, rng.uniform(80, 200)), dur)
+            part = Part(audio=audio, fx=lambda x: src.amp_chain(rng, x))
+        else:
+            fam = str(rng.choice(PITCH_FAMILIES))
+            prog, lo, hi = _program(rng, fam)
+            part = Part(score=_score_of(prog, _melody(rng, lo, hi, 0.2, dur - 0.3, rng.uniform(60, 160)), rng))
+        return Mix([part]), dur, {"events": [], "labels": []}
+    kit, dur, a = gen_drums_kit(rng, kits, band=False)
+    tempo = a.pop("tempo")
+    if rng.random() < 0.35:
+        return kit, dur, a
+    mix = Mix([Part(score=kit)])
+    bass = _score_of(int(rng.choice(list(range(32, 40)))), _melody(rng, 28, 52, 0, dur - 0.3, tempo), rng, (50, 110))
+    mix.parts.append(Part(score=bass, gain_db=float(rng.uniform(-10, 0)),
+                          fx=(lambda x: src.amp_chain(rng, x, drive=rng.random() < 0.3)) if rng.random() < 0.4 else None))
+    if rng.random() < 0.8:  # chords: keys, organ or guitar (often distorted)
+        prog = int(rng.choice(list(range(0, 8)) + list(range(24, 31)) + list(range(16, 20))))
+        ch = Score()
+        ch.program(0, prog)
+        for p, a0, b0 in _melody(rng, 48, 72, 0, dur - 0.3, tempo / 2):
+            for q in (p, p + 7) if rng.random() < 0.5 else (p, p + 4, p + 7):
+                ch.note(0, q, a0, b0, int(rng.integers(50, 110)))
+        guitar = 24 <= prog <= 31
+        mix.parts.append(Part(score=ch, gain_db=float(rng.uniform(-10, 2)),
+                              fx=(lambda x: src.amp_chain(rng, x, drive=rng.random() < 0.7)) if guitar else None))
+    if rng.random() < 0.5:
+        sex = str(rng.choice(["male", "female"]))
+        audio, _, _ = src.sing(rng, _melody(rng, *src.SINGER_RANGES[sex], 0.2, dur - 0.3, tempo), dur, sex)
+        mix.parts.append(Part(audio=audio, gain_db=float(rng.uniform(-8, 2)), fx=lambda x: src.vocal_chain(rng, x)))
+    if rng.random() < 0.6:
+        mix.bus = lambda x: src.bus(rng, x)
+    return mix, dur, a
+
+
+def gen_drums_kit(rng, kits: int = 0, band: bool = True):
     dur = 8.0
     tempo = rng.uniform(70, 180)
     swing = rng.choice([0.0, 0.0, rng.uniform(0.05, 0.3)])
@@ -287,7 +472,7 @@ def gen_drums(rng, kits: int = 0) -> tuple[Score, float, dict]:
             if cls:
                 events.append((tt, cls))
         k += 1
-    if rng.random() < 0.5:  # pitched accompaniment
+    if band and rng.random() < 0.5:  # pitched accompaniment
         sc.program(0, int(rng.choice(list(range(32, 40)))))
         sc.program(1, int(rng.choice(list(range(0, 8)) + list(range(24, 30)) + list(range(16, 20)))))
         for p, a, b in _melody(rng, 28, 52, 0, dur - 0.3, tempo):
@@ -296,14 +481,43 @@ def gen_drums(rng, kits: int = 0) -> tuple[Score, float, dict]:
             for q in (p, p + 4, p + 7):
                 sc.note(1, q, a, b, int(rng.integers(40, 90)))
     events.sort()
-    return sc, dur, {"events": events, "labels": [c for _, c in events]}
+    return sc, dur, {"events": events, "labels": [c for _, c in events], "tempo": tempo}
 
 
 # -- instrument ----------------------------------------------------------------------------
-def gen_instrument(rng, kits: int = 0) -> tuple[Score, float, dict]:
-    dur = 3.0
+def gen_instrument(rng, kits: int = 0, version: int = 3):
+    """One family: GM programs; from version 3 also synthesised singers (vocal), plucked strings (guitar,
+    bass) and guitars, basses and leads through amps and effects."""
     fam = FAMILIES[rng.integers(len(FAMILIES))]
+    if version >= 3:
+        dur = 3.0
+        if fam == "vocal" and rng.random() < 0.7:
+            sex = str(rng.choice(["male", "female"]))
+            lo, hi = src.SINGER_RANGES[sex]
+            notes = (_melody(rng, lo, hi, rng.uniform(0, 0.3), dur - 0.1, rng.uniform(60, 160)) if rng.random() < 0.8
+                     else _sustained(rng, lo, hi, rng.uniform(0, 0.3), dur - 0.1))
+            audio, _, _ = src.sing(rng, notes, dur, sex)
+            fx = (lambda x: src.vocal_chain(rng, x)) if rng.random() < 0.7 else None
+            return Mix([Part(audio=audio, fx=fx)]), dur, {"family": fam, "labels": [fam]}
+        if fam in ("guitar", "bass") and rng.random() < 0.3:
+            lo, hi = (28, 62) if fam == "bass" else (40, 84)
+            audio, _ = src.pluck(rng, _melody(rng, lo, hi, rng.uniform(0, 0.3), dur - 0.1, rng.uniform(80, 200)), dur)
+            drive = fam == "guitar" and rng.random() < 0.6
+            fx = (lambda x: src.amp_chain(rng, x, drive=drive)) if rng.random() < 0.6 else None
+            return Mix([Part(audio=audio, fx=fx)]), dur, {"family": fam, "labels": [fam]}
+        sc, dur, a = gen_instrument_gm(rng, fam)
+        if fam in ("guitar", "bass", "synth_lead") and rng.random() < 0.5:
+            drive = rng.random() < (0.6 if fam == "guitar" else 0.25)
+            sc = Mix([Part(score=sc, fx=lambda x: src.amp_chain(rng, x, drive=drive))])
+        return sc, dur, a
+    return gen_instrument_gm(rng, fam)
+
+
+def gen_instrument_gm(rng, fam: str) -> tuple[Score, float, dict]:
+    dur = 3.0
     prog, lo, hi = _program(rng, fam)
+    if fam == "bass":
+        hi += 7  # basses are played high too (a double bass in thumb position)
     sc = Score()
     sc.program(0, prog)
     mode = rng.choice(["note", "phrase", "poly"], p=[0.4, 0.4, 0.2])
@@ -339,14 +553,17 @@ def write_item(task: str, folder: Path, name: str, audio: np.ndarray, a: dict) -
 
 
 def write_dataset(task: str, split: str, minutes: float, seed: int, out: Path,
-                  soundfont: Path | None = None, progress: bool = True) -> dict:
-    """Render ``minutes`` of labelled audio for one task and split into ``out``."""
+                  soundfont: Path | None = None, progress: bool = True, version: int = int(GENERATOR_VERSION)) -> dict:
+    """Render ``minutes`` of labelled audio for one task and split into ``out`` (``version``: the generator's,
+    2 reproduces the earlier material)."""
     if task not in TASKS:
         raise UserError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
     if minutes <= 0:
         raise UserError("--minutes must be positive")
+    if version not in (2, 3):
+        raise UserError(f"unknown generator version {version} (2 or 3)")
     gm = [Path(soundfont)] if soundfont else gm_soundfonts(split)
     kits = extra_drum_kits(split) if task == "drums" and soundfont is None else []
     fonts = gm + kits
@@ -360,10 +577,10 @@ def write_dataset(task: str, split: str, minutes: float, seed: int, out: Path,
     with Progress(disable=not progress, transient=True) as bar:
         job = bar.add_task(f"rendering {task}/{split}", total=minutes * 60)
         while total < minutes * 60:
-            score, dur, a = GENERATORS[task](rng, kits=len(kits))
+            score, dur, a = GENERATORS[task](rng, kits=len(kits), version=version)
             if len(gm) > 1:
                 score.use_bank(int(rng.integers(len(gm))), len(gm))
-            audio = realism(rng, renderer.render(score, dur))
+            audio = realism(rng, render_item(renderer, score, dur))
             name = f"{task}_{split}_{len(items):05d}"
             write_item(task, out, name, audio, a)
             used = sorted({fonts[f].name for f, _ in score.programs.values()})
@@ -372,7 +589,7 @@ def write_dataset(task: str, split: str, minutes: float, seed: int, out: Path,
             total += dur
             bar.update(job, advance=dur)
     manifest = {
-        "task": task, "split": split, "seed": seed, "generator_version": GENERATOR_VERSION,
+        "task": task, "split": split, "seed": seed, "generator_version": str(version),
         "soundfonts": [p.name for p in fonts], "sample_rate": SAMPLE_RATE,
         "minutes": round(total / 60, 3), "items": items, "label_histogram": dict(sorted(hist.items())),
     }

@@ -4,6 +4,11 @@ Every net maps features [B, F, T] to per-frame outputs [B, C, T - rf + 1] with v
 convolutions in time, so a stream can run it on blocks with ``rf - 1`` frames of context and
 get exactly the batch outputs. Output frame j belongs to input frame ``j + rf - 1 - lookahead``.
 
+Look-ahead is in frames past the labelled frame; frames are centred (the window reaches 512 samples,
+32 ms, past a frame's time), so a negative look-ahead makes a net decide before its frame's window is
+complete: the audio it sees ends ``32 + 10 * lookahead`` ms after the labelled time (-3 is the least:
+2 ms). Onset and drums use -2 (12 ms) and pitch -1 (22 ms), for live playing (docs/streaming.md).
+
 Layout (each weighted layer followed by BatchNorm, for the batchnorm trimming criterion):
   input BatchNorm → Conv2d blocks over (frequency, time) with frequency max-pooling
   → flatten → Conv1d blocks over time → optional causal GRU → per-frame dense blocks → head.
@@ -64,13 +69,13 @@ def task_config(task: str, width: float = 1.0) -> NetConfig:
     if task == "pitch":  # harmonic-stacked salience CNN on the 20-cent log-frequency axis
         return NetConfig(f, PITCH_BINS + 1, conv2d=[(w(32), 7, 3, 1), (w(32), 5, 3, 1), (w(16), 3, 1, 1)],
                          shifts=harmonic_shifts(FEATURE_SPECS[task]["bins_per_octave"]), out_bins=PITCH_BINS,
-                         lookahead=2)
+                         lookahead=-1)
     if task == "onset":  # Schlüter & Böck onset CNN
         return NetConfig(f, 1, conv2d=[(w(16), 7, 3, 3), (w(32), 3, 3, 3)], conv1d=[(w(256), 7)],
-                         dense=[w(128)], lookahead=3)
+                         dense=[w(128)], lookahead=-2)
     if task == "drums":  # the onset CNN with a causal GRU on top (CRNN)
         return NetConfig(f, len(DRUM_CLASSES), conv2d=[(w(16), 7, 3, 3), (w(32), 3, 3, 3)],
-                         conv1d=[(w(256), 7)], gru=w(96), dense=[w(128)], lookahead=3)
+                         conv1d=[(w(256), 7)], gru=w(96), dense=[w(128)], lookahead=-2)
     if task == "chord":  # Carsault et al.'s ConvNet on log-frequency context
         return NetConfig(f, len(CHORDS), conv2d=[(w(16), 5, 5, 2), (w(32), 3, 5, 2)], conv1d=[(w(256), 5)],
                          dense=[w(128)], lookahead=6)
