@@ -46,14 +46,23 @@ def load_models(tasks: list[str], models_dir: Path | None, required: bool = True
     return {t: load_bundle(p) for t, p in paths.items()}
 
 
-def build_engine(bundles: dict[str, Bundle], block: int = 4, decoder_overrides: dict | None = None) -> Engine:
+# hops per model run of the tasks a player hears late: a drummer feels 30 ms (docs/streaming.md); the others run
+# every ``block`` hops
+LIVE_BLOCK = {"onset": 1, "drums": 1, "pitch": 2}
+
+
+def build_engine(bundles: dict[str, Bundle], block: int = 4, decoder_overrides: dict | None = None,
+                 live_blocks: bool = True) -> Engine:
+    """The engine for loaded bundles: onset and drums run every hop, pitch every 2, the rest every ``block``
+    (every task every ``block`` without ``live_blocks``)."""
     runners = []
     for task, b in bundles.items():
         kw = dict(b.card.get("decoder", {}))
         kw.update((decoder_overrides or {}).get(task, {}))
         if "thresholds" in kw:
             kw["thresholds"] = tuple(kw["thresholds"])
-        runners.append(TaskRunner(task, b.module, b.card, make_decoder(task, **kw), block=block))
+        runners.append(TaskRunner(task, b.module, b.card, make_decoder(task, **kw),
+                                  block=min(block, LIVE_BLOCK.get(task, block)) if live_blocks else block))
     return Engine(runners)
 
 

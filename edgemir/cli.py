@@ -42,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--osc", help="send events as OSC to HOST:PORT")
     r.add_argument("--no-display", action="store_true", help="no live display (services, pipes)")
     r.add_argument("--duration", type=positive_float, help="stop after S seconds of audio")
-    r.add_argument("--block", type=arg_type("block"), help="hops per model run (latency vs CPU; default 4)")
+    r.add_argument("--block", type=arg_type("block"),
+                   help="hops per chord and instrument run (default 4; onset and drums run every hop, pitch every 2)")
     r.add_argument("--threads", type=arg_type("threads"), help="torch threads (default 1)")
+    r.add_argument("--a4", type=arg_type("a4", float), help="the tuner's reference pitch in Hz (default 440)")
     r.add_argument("--config", type=Path, help="TOML config (default /etc/edgemir/edgemir.toml if present)")
 
     a = sub.add_parser("analyze", help="offline analysis of files through the same engine")
@@ -210,6 +212,8 @@ def _apply_config(args) -> dict:
         args.threads = run.get("threads", 1)
     if args.block is None:
         args.block = run.get("block", 4)
+    if args.a4 is None:
+        args.a4 = float(run.get("a4", 440.0))
     return cfg
 
 
@@ -221,7 +225,7 @@ def cmd_run(args) -> int:
     err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())  # journald: one event, one line
     cfg = _apply_config(args)
     show = not args.no_display and args.jsonl != "-"
-    dash = Dashboard(f"edgemir {__version__}", [])
+    dash = Dashboard(f"edgemir {__version__}", [], a4=args.a4)
     live = redraw = None
     state: dict = {"runner": None}
     if show:  # up at once (before torch is imported), redrawn by its own thread, off the audio path

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 from edgemir.errors import UserError
-from edgemir.labels import TASKS
+from edgemir.labels import A4_RANGE, TASKS
 
 DEFAULT_PATH = Path("/etc/edgemir/edgemir.toml")
 
@@ -21,6 +21,8 @@ RUN_KEYS = {
     "jsonl": (lambda v: isinstance(v, str), "a file path or -"),
     "threads": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
     "block": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 100, "an integer in 1..100"),
+    "a4": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and A4_RANGE[0] <= v <= A4_RANGE[1],
+           f"a frequency in {A4_RANGE[0]:g}..{A4_RANGE[1]:g} Hz"),
 }
 THRESHOLD_KEYS = {
     "onset": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "a number in 0..1"),

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES, FRAME_RATE, PITCH_CENTS_PER_BIN, PITCH_FMIN
+from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES, FRAME_RATE, PITCH_FMIN
 
 
 @dataclass
@@ -38,35 +38,32 @@ class Decoder:
 
 
 class PitchDecoder(Decoder):
-    """Weighted average of the salience around its peak; voicing from the voicing output.
+    """f0 from the cents row that the engine's pitch refiner appends (the salience's weighted average, refined
+    by the STFT phase on steady tones); voicing from the voicing output.
 
-    Unvoiced frames carry the negated estimate (mir_eval's convention)."""
+    Input rows: salience bins, voicing, cents above C1. Unvoiced frames carry the negated estimate (mir_eval's
+    convention)."""
 
     task = "pitch"
 
-    def __init__(self, threshold: float = 0.5, halfwidth: int = 4) -> None:
+    def __init__(self, threshold: float = 0.5) -> None:
         self.threshold = threshold
-        self.halfwidth = halfwidth
 
     def push(self, probs, first, levels):
-        bins = probs.shape[0] - 1  # the salience axis of this bundle (older bundles end at B6)
-        cents = np.arange(bins) * PITCH_CENTS_PER_BIN
-        sal, voicing = probs[:bins], probs[bins]
+        voicing, cents = probs[-2], probs[-1]
         out = []
-        peaks = np.argmax(sal, axis=0)
-        for k in range(sal.shape[1]):
-            p = peaks[k]
-            lo, hi = max(0, p - self.halfwidth), min(bins, p + self.halfwidth + 1)
-            w = sal[lo:hi, k]
-            c = float(np.sum(w * cents[lo:hi]) / (np.sum(w) + 1e-9))
-            f0 = PITCH_FMIN * 2 ** (c / 1200)
+        for k in range(probs.shape[1]):
+            f0 = PITCH_FMIN * 2 ** (float(cents[k]) / 1200)
             v = float(voicing[k])
             out.append(Event(frame_time(first + k), "pitch", f0 if v >= self.threshold else -f0, v, first + k))
         return out
 
 
 class PeakPicker:
-    """Causal peak picking with a threshold, a local-maximum window and a minimum gap."""
+    """Causal peak picking with a threshold, a local-maximum window and a minimum gap.
+
+    ``window`` w > 0: a frame is a peak when it is the maximum of the w frames either side (decided w frames
+    late). w = 0 decides within the frame: an event where the activation rises through the threshold."""
 
     def __init__(self, threshold: float, window: int = 2, min_gap: int = 3) -> None:
         self.threshold, self.window, self.min_gap = threshold, window, min_gap
@@ -90,15 +87,19 @@ class PeakPicker:
             a = self.hist[i]
             if a < self.threshold:
                 continue
-            lo, hi = max(0, i - w), min(n, i + w + 1)
-            if a < self.hist[lo:hi].max() or (i > lo and self.hist[lo:i].max() == a):
-                continue
+            if w == 0:
+                if i > 0 and self.hist[i - 1] >= self.threshold:
+                    continue
+            else:
+                lo, hi = max(0, i - w), min(n, i + w + 1)
+                if a < self.hist[lo:hi].max() or (i > lo and self.hist[lo:i].max() == a):
+                    continue
             f = self.first + i
             if f - self.last >= self.min_gap:
                 out.append((f, float(a)))
                 self.last = f
         self._next = max(end, start)
-        keep = 2 * w
+        keep = max(2 * w, 1)
         if self._next > keep:  # drop decided history, keep context for the window
             cut = self._next - keep
             self.hist = self.hist[cut:]
@@ -112,10 +113,10 @@ class PeakPicker:
 
 class OnsetDecoder(Decoder):
     task = "onset"
-    delay_frames = 2
 
-    def __init__(self, threshold: float = 0.5, min_gap: int = 3) -> None:
-        self.pp = PeakPicker(threshold, 2, min_gap)
+    def __init__(self, threshold: float = 0.5, min_gap: int = 3, window: int = 2) -> None:
+        self.pp = PeakPicker(threshold, window, min_gap)
+        self.delay_frames = window
 
     def _events(self, peaks):
         return [Event(frame_time(f), "onset", a, a, f + self.delay_frames) for f, a in peaks]
@@ -129,10 +130,10 @@ class OnsetDecoder(Decoder):
 
 class DrumDecoder(Decoder):
     task = "drums"
-    delay_frames = 2
 
-    def __init__(self, thresholds: tuple[float, ...] = (0.5, 0.5, 0.5), min_gap: int = 3) -> None:
-        self.pps = [PeakPicker(t, 2, min_gap) for t in thresholds]
+    def __init__(self, thresholds: tuple[float, ...] = (0.5, 0.5, 0.5), min_gap: int = 3, window: int = 2) -> None:
+        self.pps = [PeakPicker(t, window, min_gap) for t in thresholds]
+        self.delay_frames = window
 
     def _events(self, c, peaks):
         return [Event(frame_time(f), "drums", DRUM_CLASSES[c], a, f + self.delay_frames, {"velocity": a})

@@ -6,7 +6,6 @@ the two apart, and rendering never runs on the audio path."""
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
@@ -17,14 +16,15 @@ from rich.table import Table
 from rich.text import Text
 
 from edgemir.decoders import Event
-from edgemir.labels import DRUM_CLASSES, note_name
+from edgemir.labels import DRUM_CLASSES, note_name, tuning
 
 GRID = 32  # drum grid columns, 100 ms each
 
 
 class Dashboard:
-    def __init__(self, title: str, tasks: list[str]) -> None:
+    def __init__(self, title: str, tasks: list[str], a4: float = 440.0) -> None:
         self.title = title
+        self.a4 = a4  # the tuner's reference
         self.tasks = tasks
         self.pitch: Event | None = None
         self.chords: deque[str] = deque(maxlen=6)
@@ -67,14 +67,13 @@ class Dashboard:
         if e is None or e.value <= 0:
             body = Text("  —  (unvoiced)", style="dim")
         else:
-            midi = 69 + 12 * math.log2(e.value / 440.0)
-            cents = (midi - round(midi)) * 100
+            midi, cents = tuning(e.value, self.a4)
             pos = int(round((cents + 50) / 100 * 30))
             needle = "".join("●" if i == pos else ("|" if i == 15 else "─") for i in range(31))
             style = "green" if abs(cents) < 5 else "yellow"
             body = Text.assemble((f"{note_name(midi):>4} ", "bold " + style), (f"{cents:+5.1f}c ", style),
                                  (f"{e.value:7.1f} Hz ", ""), (f"conf {e.confidence:.2f}\n", "dim"), (needle, style))
-        return Panel(body, title="tuner", height=4)
+        return Panel(body, title="tuner" if self.a4 == 440.0 else f"tuner  A4 = {self.a4:g} Hz", height=4)
 
     def _chords(self) -> Panel:
         cur = self.chords[-1] if self.chords else "—"

@@ -17,6 +17,7 @@ import torch
 from edgemir.decoders import Decoder, Event, make_decoder
 from edgemir.frontend import N_BINS, N_FFT, StreamingSTFT
 from edgemir.labels import FRAME_RATE, HOP, SAMPLE_RATE
+from edgemir.refine import PitchRefiner
 
 
 class TaskRunner:
@@ -35,6 +36,8 @@ class TaskRunner:
         self.la = int(card["lookahead"])
         self.block = max(1, block)
         self.decoder = decoder or make_decoder(task)
+        # pitch: the STFT phase refines the model's coarse f0 (tuner precision); its cents row is decoded
+        self.refiner = PitchRefiner(self.la) if task == "pitch" else None
         self.silence = torch.zeros(1, N_BINS)
         with torch.no_grad():  # left context of silence before the first frame, as in training
             y, self.state = module.step(self.silence.repeat(self.rf - 1 - self.la, 1), module.initial_stream())
@@ -45,7 +48,10 @@ class TaskRunner:
         self.levels: list[float] = []
         self.ran = False  # whether the last push ran the model
 
-    def push(self, spec: torch.Tensor, levels: np.ndarray, final: bool = False) -> list[Event]:
+    def push(self, spec: torch.Tensor, levels: np.ndarray, final: bool = False,
+             cspec: torch.Tensor | None = None) -> list[Event]:
+        if self.refiner is not None and cspec is not None and cspec.shape[0]:
+            self.refiner.add(cspec)
         if spec.shape[0]:
             self.pending = torch.cat([self.pending, spec]) if self.pending.shape[0] else spec
             self.levels.extend(levels.tolist())
@@ -62,7 +68,10 @@ class TaskRunner:
             if ready:
                 lv = np.asarray(self.levels[:ready])
                 self.levels = self.levels[ready:]
-                events = self.decoder.push(y[0].numpy(), self.next_out, lv)
+                probs = y[0].numpy()
+                if self.refiner is not None:
+                    probs = self.refiner.apply(probs, self.next_out)
+                events = self.decoder.push(probs, self.next_out, lv)
                 self.next_out += ready
         if final:
             events += self.decoder.finish()
@@ -104,9 +113,10 @@ class Engine:
                 for r in self.runners}
 
     def push(self, samples: np.ndarray, final: bool = False) -> list[Event]:
-        spec = self.stft.push(samples) if len(samples) else torch.zeros(0, N_BINS)
+        cspec = self.stft.push(samples) if len(samples) else torch.zeros(0, N_BINS, dtype=torch.complex64)
         if final:
-            spec = torch.cat([spec, self.stft.flush()])
+            cspec = torch.cat([cspec, self.stft.flush()])
+        spec = cspec.abs()
         n = spec.shape[0]
         levels = 10 * np.log10(np.maximum((spec**2).sum(dim=1).numpy() / 2, 1e-12)) if n else np.zeros(0)
         if n:
@@ -116,7 +126,7 @@ class Engine:
         t0 = time.perf_counter()
         events: list[Event] = []
         for r in self.runners:
-            events += r.push(spec, levels, final)
+            events += r.push(spec, levels, final, cspec)
         if any(r.ran for r in self.runners):  # a block that ran models (not a hop that only waited)
             self.stats.add_compute((time.perf_counter() - t0) * 1000)
         return events

@@ -22,9 +22,14 @@ _SCALE = 2.0 / float(_WINDOW.sum())  # a full-scale sine gives a peak magnitude 
 FRONTEND_CARD = {"sample_rate": SAMPLE_RATE, "hop": HOP, "n_fft": N_FFT, "window": "hann", "center_pad": N_FFT // 2}
 
 
+def complex_spectrum(frames: Tensor) -> Tensor:
+    """Complex spectra [..., N_BINS] of raw frames [..., N_FFT] (scaled as ``spectrum``)."""
+    return torch.fft.rfft(frames * _WINDOW, dim=-1) * _SCALE
+
+
 def spectrum(frames: Tensor) -> Tensor:
     """Magnitude spectra [..., N_BINS] of raw frames [..., N_FFT]."""
-    return torch.fft.rfft(frames * _WINDOW, dim=-1).abs() * _SCALE
+    return complex_spectrum(frames).abs()
 
 
 def frame_signal(x: Tensor, pad_end: bool = True) -> Tensor:
@@ -42,19 +47,20 @@ def batch_spectrum(x: Tensor) -> Tensor:
 
 
 class StreamingSTFT:
-    """Hop-by-hop spectra equal to ``batch_spectrum`` on the concatenated stream."""
+    """Hop-by-hop complex spectra whose magnitudes equal ``batch_spectrum`` on the concatenated stream (the
+    models read magnitudes; the pitch refiner reads phases)."""
 
     def __init__(self) -> None:
         self.buf = np.zeros(N_FFT // 2, dtype=np.float32)  # the start padding
 
     def push(self, samples: np.ndarray) -> Tensor:
-        """Append samples; return the spectra [n, N_BINS] of every frame that is now complete."""
+        """Append samples; return the complex spectra [n, N_BINS] of every frame that is now complete."""
         self.buf = np.concatenate([self.buf, samples.astype(np.float32, copy=False)])
         n = 0 if len(self.buf) < N_FFT else 1 + (len(self.buf) - N_FFT) // HOP
         if n == 0:
-            return torch.zeros(0, N_BINS)
+            return torch.zeros(0, N_BINS, dtype=torch.complex64)
         frames = torch.from_numpy(self.buf[: (n - 1) * HOP + N_FFT]).unfold(0, N_FFT, HOP)
-        out = spectrum(frames)
+        out = complex_spectrum(frames)
         self.buf = self.buf[n * HOP:]
         return out
 

@@ -69,6 +69,18 @@ def hz_to_cents(f: float) -> float:
     return 1200.0 * math.log2(f / PITCH_FMIN)
 
 
+A4_RANGE: tuple[float, float] = (415.0, 466.0)  # concert pitch a tuner accepts (baroque 415 to 466)
+
+
+def tuning(f0: float, a4: float = 440.0) -> tuple[int, float]:
+    """(nearest MIDI note, cents off it) of a frequency, with A4 tuned to ``a4`` Hz."""
+    import math
+
+    midi = 69 + 12 * math.log2(f0 / a4)
+    n = int(round(midi))
+    return n, (midi - n) * 100
+
+
 def note_name(midi: float) -> str:
     """'A4' style name of the nearest MIDI note."""
     n = int(round(midi))

@@ -6,6 +6,7 @@ import numpy as np
 
 from edgemir.decoders import ChordDecoder, DrumDecoder, InstrumentDecoder, OnsetDecoder, PitchDecoder
 from edgemir.labels import CHORDS, FAMILIES, PITCH_BINS, PITCH_FMIN
+from edgemir.refine import coarse_cents
 
 
 def _blocks(dec, probs, sizes=(1, 3, 7)):
@@ -28,6 +29,23 @@ def test_onset_peaks_with_threshold_and_min_gap():
     assert [round(e.t * 100) for e in ev] == [20, 100, 200]
 
 
+def test_onset_decides_within_the_frame_at_window_0():
+    """Window 0 (the live design) fires on the frame where the activation rises through the threshold, with no
+    frames of delay; a plateau is one event, a dip and rise after the minimum gap another, in any block sizes."""
+    a = np.zeros((1, 300), np.float32)
+    for t in (20, 100, 200):
+        a[0, t: t + 4] = [0.6, 0.9, 0.7, 0.55]
+    a[0, 104] = 0.4  # dips below ...
+    a[0, 105] = 0.8  # ... and rises again 5 frames after 100: a second event
+    a[0, 150] = 0.3
+    for sizes in ((1,), (1, 3, 7), (300,)):
+        dec = OnsetDecoder(threshold=0.5, min_gap=3, window=0)
+        assert dec.delay_frames == 0
+        ev = _blocks(dec, a, sizes)
+        assert [round(e.t * 100) for e in ev] == [20, 100, 105, 200]
+        assert all(e.frame == round(e.t * 100) for e in ev)  # decided at the frame itself
+
+
 def test_drums_per_class():
     a = np.zeros((3, 200), np.float32)
     a[0, 50] = a[1, 80] = a[2, 50] = a[2, 120] = 0.9
@@ -43,6 +61,7 @@ def test_pitch_weighted_average_and_voicing():
     p[:PITCH_BINS] = np.exp(-((c[:, None] - target_cents) ** 2) / (2 * 25**2))
     p[PITCH_BINS, :5] = 0.9
     p[PITCH_BINS, 5:] = 0.1
+    p = np.concatenate([p, coarse_cents(p[:PITCH_BINS])[None, :]])  # the row the engine's refiner appends
     ev = _blocks(PitchDecoder(threshold=0.5), p)
     f = PITCH_FMIN * 2 ** (target_cents / 1200)
     assert len(ev) == T
@@ -73,3 +92,22 @@ def test_instrument_average():
     assert ev and ev[-1].value == "brass"
     whole, windows = dec.summary()
     assert whole == "brass" and len(windows) == 1
+
+
+def test_phase_refinement_reads_a_steady_tone_to_a_fraction_of_a_cent():
+    """The pitch refiner's phase vocoder, on two frames of a harmonic tone between bins, from a coarse guess
+    18 cents off: within 0.1 cent, or 2 cents below 62.5 Hz where partials 4 bins apart overlap; a guess
+    40 cents off is refused (the model's estimate stays)."""
+    import torch
+
+    from edgemir.frontend import complex_spectrum
+    from edgemir.labels import HOP, SAMPLE_RATE
+    from edgemir.refine import phase_f0
+
+    for f in (41.2, 82.41, 441.3, 2093.0):
+        t = np.arange(1024 + HOP) / SAMPLE_RATE
+        x = sum(np.sin(2 * np.pi * k * f * t + k) / k for k in range(1, int(7000 / f) + 1)).astype(np.float32)
+        s = complex_spectrum(torch.from_numpy(x).unfold(0, 1024, HOP)).numpy()
+        got = phase_f0(s[0], s[1], f * 2 ** (18 / 1200), max_cents=20)
+        assert got is not None and abs(1200 * np.log2(got / f)) < (2.0 if f < 62.5 else 0.1), (f, got)
+        assert phase_f0(s[0], s[1], f * 2 ** (40 / 1200), max_cents=20) is None

@@ -18,7 +18,7 @@ from edgemir.engine import analyze_array
 
 
 def _events(bundles, audio, block, step_s):
-    eng = build_engine(bundles, block=block)
+    eng = build_engine(bundles, block=block, live_blocks=False)
     ev = analyze_array(eng, audio, block_s=step_s)
     # float values to 0.1 Hz: batched and single-frame convolutions differ in the last bits
     return [(e.task, round(e.t, 4), f"{e.value:.1f}" if isinstance(e.value, float) else str(e.value)) for e in ev]

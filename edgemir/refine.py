@@ -1,0 +1,102 @@
+"""Tuner precision for the pitch model: the STFT phase refines the salience's 20-cent estimate.
+
+The model finds the note and a coarse f0 (a weighted average of 20-cent bins, a few cents of bias); a
+phase vocoder then measures the partials near each harmonic of it from the phase advance between the two
+newest frames that the model had seen (so the result is the same for any block size, live or offline).
+The refined f0 replaces the coarse one only when they agree within ``max_cents``: steady tones are read
+to a fraction of a cent, while glides and vibrato, where the two frames lag the model's frame, keep the
+model's estimate. librosa's ``reassigned_spectrogram``/``piptrack`` work on whole signals, not frame
+pairs of a running stream, hence this small stage.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+import torch
+
+from edgemir.frontend import N_FFT
+from edgemir.labels import HOP, PITCH_CENTS_PER_BIN, PITCH_FMIN, SAMPLE_RATE
+
+DF = SAMPLE_RATE / N_FFT  # Hz per STFT bin
+MAX_HARMONICS = 8
+
+
+def coarse_cents(sal: np.ndarray, halfwidth: int = 4) -> np.ndarray:
+    """[bins, T] salience -> cents above C1 per frame: weighted average around the peak (CREPE's decoding)."""
+    bins = sal.shape[0]
+    cents = np.arange(bins) * PITCH_CENTS_PER_BIN
+    peaks = np.argmax(sal, axis=0)
+    out = np.empty(sal.shape[1])
+    for k, p in enumerate(peaks):
+        lo, hi = max(0, p - halfwidth), min(bins, p + halfwidth + 1)
+        w = sal[lo:hi, k]
+        out[k] = float(np.sum(w * cents[lo:hi]) / (np.sum(w) + 1e-9))
+    return out
+
+
+def phase_f0(x1: np.ndarray, x2: np.ndarray, f_coarse: float, max_cents: float) -> float | None:
+    """f0 from the phase advance of the partials near the harmonics of ``f_coarse`` between complex
+    spectra ``x1`` and ``x2`` one hop apart, or None when no partial agrees within ``max_cents``."""
+    mag = np.abs(x2)
+    ests, weights = [], []
+    for h in range(1, MAX_HARMONICS + 1):
+        fh = h * f_coarse
+        if fh > 0.45 * SAMPLE_RATE:
+            break
+        k0 = int(round(fh / DF))
+        lo, hi = max(1, k0 - 1), min(len(mag) - 1, k0 + 2)
+        if lo >= hi:
+            break
+        k = lo + int(np.argmax(mag[lo:hi]))
+        dphi = np.angle(x2[k]) - np.angle(x1[k]) - 2 * math.pi * k * HOP / N_FFT
+        dev = (dphi + math.pi) % (2 * math.pi) - math.pi
+        f = (k + dev * N_FFT / (2 * math.pi * HOP)) * DF / h
+        if f > 0 and abs(1200 * math.log2(f / f_coarse)) <= max_cents:
+            ests.append(f)
+            # partials closer than 4 bins (f0 < 62.5 Hz) overlap; a high one is then less disturbed per cent
+            weights.append(mag[k] * (h if f_coarse < 4 * DF else 1.0 / h))
+    if not ests or sum(weights) <= 0:
+        return None
+    return float(np.average(ests, weights=weights))
+
+
+class PitchRefiner:
+    """Keeps the newest complex spectra; turns the model's salience into refined cents per output frame.
+
+    Output frame j was decided when input frame ``j + lookahead`` arrived: frames ``j + lookahead - 1`` and
+    ``j + lookahead`` are the pair measured. The result is appended to the probabilities as one more row
+    (cents above C1), which the pitch decoder reads instead of its own weighted average."""
+
+    def __init__(self, lookahead: int, max_cents: float = 15.0, keep: int = 4096) -> None:
+        self.la = lookahead
+        self.max_cents = max_cents
+        self.frames: deque[np.ndarray] = deque(maxlen=keep)
+        self.first = 0  # input frame index of frames[0]
+
+    def add(self, cspec: torch.Tensor) -> None:
+        """Append complex spectra [n, N_BINS] of the next input frames."""
+        for row in cspec.numpy():
+            if len(self.frames) == self.frames.maxlen:
+                self.first += 1
+            self.frames.append(row)
+
+    def _frame(self, i: int) -> np.ndarray | None:
+        k = i - self.first
+        return self.frames[k] if 0 <= k < len(self.frames) else None
+
+    def apply(self, probs: np.ndarray, first: int) -> np.ndarray:
+        """[bins + 1, T] salience and voicing for output frames first.. -> [bins + 2, T] with refined cents."""
+        cents = coarse_cents(probs[:-1])
+        for k in range(probs.shape[1]):
+            j = first + k + self.la
+            x1, x2 = self._frame(j - 1), self._frame(j)
+            if x1 is None or x2 is None:
+                continue
+            fc = PITCH_FMIN * 2 ** (cents[k] / 1200)
+            f = phase_f0(x1, x2, fc, self.max_cents)
+            if f is not None:
+                cents[k] = 1200 * math.log2(f / PITCH_FMIN)
+        return np.concatenate([probs, cents[None, :].astype(probs.dtype)])
