@@ -41,6 +41,7 @@ def phase_f0(x1: np.ndarray, x2: np.ndarray, f_coarse: float, max_cents: float) 
     """f0 from the phase advance of the partials near the harmonics of ``f_coarse`` between complex
     spectra ``x1`` and ``x2`` one hop apart, or None when no partial agrees within ``max_cents``."""
     mag = np.abs(x2)
+    floor = 0.01 * mag.max()  # partials within 40 dB of the strongest
     ests, weights = [], []
     for h in range(1, MAX_HARMONICS + 1):
         fh = h * f_coarse
@@ -51,10 +52,13 @@ def phase_f0(x1: np.ndarray, x2: np.ndarray, f_coarse: float, max_cents: float) 
         if lo >= hi:
             break
         k = lo + int(np.argmax(mag[lo:hi]))
+        if mag[k] < floor or mag[k] < mag[k - 1] or mag[k] < mag[k + 1]:
+            continue  # no partial here: a side lobe's phase belongs to another partial
         dphi = np.angle(x2[k]) - np.angle(x1[k]) - 2 * math.pi * k * HOP / N_FFT
         dev = (dphi + math.pi) % (2 * math.pi) - math.pi
-        f = (k + dev * N_FFT / (2 * math.pi * HOP)) * DF / h
-        if f > 0 and abs(1200 * math.log2(f / f_coarse)) <= max_cents:
+        off = dev * N_FFT / (2 * math.pi * HOP)  # bins between the partial and bin k's centre
+        f = (k + off) * DF / h
+        if abs(off) <= 1.0 and f > 0 and abs(1200 * math.log2(f / f_coarse)) <= max_cents:
             ests.append(f)
             # partials closer than 4 bins (f0 < 62.5 Hz) overlap; a high one is then less disturbed per cent
             weights.append(mag[k] * (h if f_coarse < 4 * DF else 1.0 / h))
