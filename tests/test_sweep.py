@@ -69,6 +69,18 @@ def test_ship_picks_the_smallest_bundle_within_one_point_else_says_missed():
     assert not met and chosen["round"] == 3  # none within 1 pt of dense: the smallest within 1 pt of the best
 
 
+def test_ship_rule_holds_on_dev_real_too():
+    """A round within 1 pt of dense on the synthetic split but 3 pt behind it on real recordings is not shipped."""
+    from train.ship import pick
+
+    run = {"rounds": [_round(0, 0.0, 0.80, 900), _round(1, 0.5, 0.805), _round(2, 0.75, 0.800), _round(3, 0.9, 0.799)]}
+    dense, chosen, met = pick(run, {0: 0.90, 1: 0.91, 2: 0.895, 3: 0.87})
+    assert met and chosen["round"] == 2
+    dense, chosen, met = pick(run, {0: 0.90, 1: 0.85, 2: 0.86, 3: 0.87})  # all lose on dev-real
+    assert not met and chosen["round"] == 3  # the smallest within 1 pt of the best on both
+    assert pick(run)[1]["round"] == 3  # without dev-real scores: the synthetic rule alone
+
+
 def test_results_commands_reproduce_min_keep_retune_and_rescore():
     from train.ship import results_markdown
 
