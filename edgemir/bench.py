@@ -161,6 +161,13 @@ def bench_peers(seconds: float = 10.0) -> list[dict]:
     except Exception:  # ImportError, or a torchaudio built for another torch
         pass
     try:
+        from swift_f0 import SwiftF0
+
+        det = SwiftF0(threads=1)
+        timed("swift-f0", "pitch", lambda: det.detect(x, SAMPLE_RATE), "18k-parameter ONNX CNN, 16 ms hop, 1 thread")
+    except ImportError:
+        pass
+    try:
         import pesto
 
         xt = torch.from_numpy(x)

@@ -63,6 +63,18 @@ def librosa_pyin(x: np.ndarray):
     return librosa.times_like(f0, sr=SAMPLE_RATE, hop_length=HOP), f0, prob
 
 
+def swift_f0(x: np.ndarray):
+    """swift-f0 (an 18k-parameter ONNX CNN shipped in its wheel, 16 kHz, 16 ms hops) over its own range
+    (46.9-2093.8 Hz), one thread; its confidence is the voicing, resampled to our 10-ms grid."""
+    from swift_f0 import SwiftF0
+
+    r = SwiftF0(threads=1).detect(x, SAMPLE_RATE)
+    t = np.arange(int(len(x) / HOP)) * HOP / SAMPLE_RATE
+    f0 = np.interp(t, r.timestamps, np.where(r.pitch_hz > 0, r.pitch_hz, np.nan))  # nan where unvoiced
+    near = np.clip(np.searchsorted(r.timestamps, t), 0, len(r.timestamps) - 1)
+    return t, f0, np.asarray(r.confidence)[near]
+
+
 def pitch_decode(raw, threshold: float) -> tuple:
     """Voiced where confidence >= threshold; unvoiced frames keep their guess, negated (as ours)."""
     t, f0, conf = raw
@@ -105,6 +117,7 @@ PEERS: dict[str, tuple[str, Raw, Decode, list[float], str]] = {
     "aubio pitch (yinfft)": ("pitch", audio, aubio_yinfft, [-90, -70, -60, -50, -45, -40, -30], "silence dB"),
     "librosa.pyin": ("pitch", librosa_pyin, pitch_decode, [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5],
                      "voiced probability"),
+    "swift-f0": ("pitch", swift_f0, pitch_decode, [0.3, 0.5, 0.7, 0.8, 0.9, 0.95], "confidence"),
     "aubio onset (specflux)": ("onset", audio, aubio_onsets, [0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2], "threshold"),
     "librosa.onset_detect": ("onset", librosa_flux, librosa_onsets, [0.005, 0.01, 0.02, 0.05, 0.07, 0.1, 0.2], "delta"),
 }
