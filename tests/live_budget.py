@@ -1,0 +1,150 @@
+"""The live budget, measured as a user runs it (run on request, not by pytest):
+
+    .venv/bin/python tests/live_budget.py [--minutes 10] [--models DIR] [--block 4] [--out docs/bench-live.json]
+
+A JACK dummy server (48 kHz, 256-sample periods) is the capture device; a JACK client plays a clip (the demo
+by default) into edgemir's input in a loop; ``edgemir run --no-display`` runs all five tasks for the whole
+time and writes JSON lines. Reported, after the first ``--warmup`` seconds: CPU of the edgemir processes
+(the worker and its capture child) per second of audio, peak RSS, audio-to-event latency per task (p50,
+p99, from each event's ``latency_ms``), xruns and clock gaps (from edgemir's own summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from soak_outages import ENV, jackd  # noqa: E402  (the same JACK server and player as the outage soak)
+
+PLAYER = r"""
+import sys, time, numpy as np, soundfile as sf, soxr, jack
+x, sr = sf.read(sys.argv[1], dtype="float32", always_2d=True)
+clip = soxr.resample(x.mean(axis=1), sr, 48000).astype(np.float32)
+pos = [0]
+client = jack.Client("budget-player", servername=sys.argv[2], no_start_server=True)
+out = client.outports.register("out")
+
+@client.set_process_callback
+def process(frames):
+    idx = (pos[0] + np.arange(frames)) % len(clip)
+    out.get_array()[:] = clip[idx]
+    pos[0] = (pos[0] + frames) % len(clip)
+
+client.activate()
+while True:
+    for tgt in client.get_ports(is_input=True, is_audio=True):
+        if tgt.name.startswith("PortAudio"):
+            conns = client.get_all_connections(tgt)
+            if out.name not in [c.name for c in conns]:
+                for c in conns:
+                    client.disconnect(c, tgt)
+                client.connect(out, tgt)
+    time.sleep(0.2)
+"""
+
+
+def tree(pid: int) -> list[int]:
+    """The process and its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for t in Path(f"/proc/{p}/task").glob("*/children"):
+            try:
+                todo += [int(c) for c in t.read_text().split()]
+            except OSError:
+                pass
+    return out
+
+
+def cpu_rss(pids: list[int]) -> tuple[float, float]:
+    """(CPU seconds, summed VmHWM in MB) of the processes."""
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu = hwm = 0.0
+    for p in pids:
+        try:
+            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu += (int(f[11]) + int(f[12])) / tick
+            m = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{p}/status").read_text())
+            hwm += int(m.group(1)) / 1024 if m else 0
+        except (OSError, IndexError):
+            pass
+    return cpu, hwm
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--warmup", type=float, default=10.0, help="seconds left out of every figure")
+    ap.add_argument("--models", type=Path)
+    ap.add_argument("--block", type=int, default=4)
+    ap.add_argument("--clip", type=Path, default=ROOT / "edgemir" / "data" / "demo.wav")
+    ap.add_argument("--tasks", default="pitch,onset,chord,drums,instrument")
+    ap.add_argument("--out", type=Path)
+    a = ap.parse_args()
+    server = ENV["JACK_DEFAULT_SERVER"]
+    seconds = a.minutes * 60
+    j = jackd()
+    pl = subprocess.Popen([sys.executable, "-c", PLAYER, str(a.clip), server], env=ENV,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    jsonl = Path(f"/tmp/edgemir-budget-{os.getpid()}.jsonl")
+    cmd = [sys.executable, "-m", "edgemir", "run", "--no-display", "--jsonl", str(jsonl), "--tasks", a.tasks,
+           "--duration", str(seconds), "--block", str(a.block)] + (["--models", str(a.models)] if a.models else [])
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    samples = []  # (wall, cpu, rss) of the edgemir processes, and the worker's own rss
+    while p.poll() is None:
+        time.sleep(1.0)
+        samples.append((time.perf_counter() - t0, *cpu_rss(tree(p.pid)), cpu_rss([p.pid])[1]))
+    err = p.stderr.read()
+    pl.kill()
+    j.terminate()
+    j.wait()
+    if p.returncode != 0:
+        print(err, file=sys.stderr)
+        return 1
+    events = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    jsonl.unlink()
+    first = min(e["t"] for e in events) if events else 0.0
+    m = re.search(r"xruns (\d+), gaps ([\d.]+) s", err)
+    # audio started when the first event's audio time was reached: steady state is after the warm-up
+    start_wall = next((s[0] for s in samples if s[0] > samples[0][0] + a.warmup), samples[0][0])
+    w0 = min(samples, key=lambda s: abs(s[0] - start_wall))
+    w1 = samples[-2] if len(samples) > 2 else samples[-1]
+    cpu_pct = 100 * (w1[1] - w0[1]) / max(w1[0] - w0[0], 1e-9)
+    report = {"machine": platform.machine(), "python": platform.python_version(), "minutes": a.minutes,
+              "block": a.block, "models": str(a.models or "shipped"), "clip": a.clip.name,
+              "cpu_percent_of_one_core": round(cpu_pct, 2), "peak_rss_mb": round(max(s[2] for s in samples), 1),
+              "peak_rss_worker_mb": round(max(s[3] for s in samples), 1),
+              "xruns": int(m.group(1)) if m else None, "gaps_s": float(m.group(2)) if m else None,
+              "summary": err.strip().splitlines()[-1] if err.strip() else "", "tasks": {}}
+    for task in a.tasks.split(","):
+        lat = np.array([e["latency_ms"] for e in events if e["task"] == task and e["t"] >= first + a.warmup
+                        and e.get("latency_ms") is not None])
+        report["tasks"][task] = {"events": int(len(lat)), "latency_p50_ms": round(float(np.percentile(lat, 50)), 1)
+                                 if len(lat) else None,
+                                 "latency_p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None}
+    print(f"{a.minutes:g} min live, JACK dummy 48 kHz/256, block {a.block}: CPU {cpu_pct:.1f}% of one core, "
+          f"peak RSS {report['peak_rss_worker_mb']:.0f} MB (with the capture process {report['peak_rss_mb']:.0f}), "
+          f"xruns {report['xruns']}, gaps {report['gaps_s']} s")
+    for task, r in report["tasks"].items():
+        print(f"  {task:<11} {r['events']:>6} events  latency p50 {r['latency_p50_ms']} ms  p99 {r['latency_p99_ms']} ms")
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
