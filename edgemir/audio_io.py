@@ -9,6 +9,8 @@ import numpy as np
 from edgemir.errors import UserError
 from edgemir.labels import SAMPLE_RATE
 
+DEMO = Path(__file__).parent / "data" / "demo.wav"  # played when no input device exists
+
 
 def check_finite(x: np.ndarray, what: str) -> None:
     bad = ~np.isfinite(x)

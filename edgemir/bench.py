@@ -18,10 +18,9 @@ import numpy as np
 import torch
 
 from edgemir.errors import UserError
-from edgemir.labels import SAMPLE_RATE, TASKS
+from edgemir.labels import HEADLINE, SAMPLE_RATE, TASKS
 
 SCHEMA_VERSION = 1
-HEADLINE = {"pitch": "rpa", "onset": "f", "chord": "majmin", "drums": "mean_f", "instrument": "accuracy"}
 
 
 def machine() -> dict:
@@ -51,8 +50,7 @@ def _bench_bundle(path: str, threads: int, hops: int, q) -> None:
         card = b.card
         # what `run` does per 10-ms hop for this task: the frozen module's incremental step on one new
         # spectrum of real audio (the demo clip, looped), then the decoder
-        from edgemir.audio_io import read_audio
-        from edgemir.cli import DEMO
+        from edgemir.audio_io import DEMO, read_audio
         from edgemir.engine import TaskRunner
         from edgemir.frontend import batch_spectrum
 
@@ -221,7 +219,7 @@ def cmd_bench(args) -> int:
     tasks = parse_tasks(args.tasks)
     if args.soak:
         from edgemir.app import load_models
-        from edgemir.cli import DEMO
+        from edgemir.audio_io import DEMO
         from edgemir.soak import print_soak, soak
 
         folder = args.bundles[0] if args.bundles and args.bundles[0].is_dir() else None

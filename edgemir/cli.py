@@ -13,8 +13,6 @@ from edgemir import __version__
 from edgemir.config import arg_type, positive_float
 from edgemir.errors import UserError
 
-DEMO = Path(__file__).parent / "data" / "demo.wav"
-
 
 class Terminated(BaseException):
     """SIGTERM during ``analyze`` or ``bench``: unwinds like Ctrl-C, so outputs are cleaned up."""
@@ -179,6 +177,7 @@ def cmd_analyze(args) -> int:
 
 
 def _open_source(args, log):
+    from edgemir.audio_io import DEMO
     from edgemir.sources import FileSource, LiveInput
 
     if args.file:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from edgemir.decoders import Decoder, Event, make_decoder
-from edgemir.frontend import N_BINS, N_FFT, StreamingSTFT
+from edgemir.frontend import N_BINS, N_FFT, StreamingSTFT, frame_levels_db
 from edgemir.labels import FRAME_RATE, HOP, SAMPLE_RATE
 from edgemir.refine import PitchRefiner
 
@@ -118,7 +118,7 @@ class Engine:
             cspec = torch.cat([cspec, self.stft.flush()])
         spec = cspec.abs()
         n = spec.shape[0]
-        levels = 10 * np.log10(np.maximum((spec**2).sum(dim=1).numpy() / 2, 1e-12)) if n else np.zeros(0)
+        levels = frame_levels_db(spec) if n else np.zeros(0)
         if n:
             self.level_db = float(levels[-1])
         self.frames += n

@@ -46,6 +46,12 @@ def batch_spectrum(x: Tensor) -> Tensor:
     return spectrum(frame_signal(x))
 
 
+def frame_levels_db(spec: Tensor) -> np.ndarray:
+    """Each frame's level in dB (full-scale sine = 0 dB) from magnitude spectra [T, N_BINS]; the decoders'
+    silence gates and training's masks use the same figure."""
+    return 10 * np.log10(np.maximum((spec**2).sum(dim=1).numpy() / 2, 1e-12))
+
+
 class StreamingSTFT:
     """Hop-by-hop complex spectra whose magnitudes equal ``batch_spectrum`` on the concatenated stream (the
     models read magnitudes; the pitch refiner reads phases)."""

@@ -19,8 +19,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgemir.app import build_engine, load_models  # noqa: E402
-from edgemir.audio_io import read_audio  # noqa: E402
-from edgemir.cli import DEMO  # noqa: E402
+from edgemir.audio_io import (
+    DEMO,  # noqa: E402
+    read_audio,  # noqa: E402
+)
 from edgemir.labels import HOP, SAMPLE_RATE, TASKS  # noqa: E402
 
 

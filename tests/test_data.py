@@ -91,3 +91,13 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
     empty.mkdir()
     r = run_cli([sys.executable, "-m", "train", "evaluate", "--task", "onset", "--ref", str(empty), "--est", str(empty)])
     assert r.returncode == 2 and b"no '*.onsets'" in r.stderr
+
+
+def test_every_family_has_programs_and_a_range():
+    """The generator plays every NSynth family from its General MIDI programs (labels.family_of_program)."""
+    from edgemir.labels import CHORDS, FAMILIES
+    from train.generate import FAMILY_PROGRAMS
+
+    assert set(FAMILY_PROGRAMS) == set(FAMILIES)
+    assert all(progs and lo < hi for progs, lo, hi in FAMILY_PROGRAMS.values())
+    assert CHORDS[0] == "N" and len(CHORDS) == 25

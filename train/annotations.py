@@ -12,7 +12,7 @@ import numpy as np
 
 from edgemir.errors import UserError
 from edgemir.formats import write_drums, write_f0, write_lab, write_label, write_times  # noqa: F401
-from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES
+from edgemir.labels import DRUM_CLASSES, FAMILIES
 
 SUFFIX = {
     "pitch": ".f0.csv",
@@ -158,4 +158,3 @@ def list_items(task: str, folder: Path) -> list[str]:
     return names
 
 
-assert len(CHORDS) == 25

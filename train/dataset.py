@@ -3,7 +3,6 @@ spectral-domain augmentation (gain, EQ, noise; pitch shift by log-frequency crop
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import torch
 
 from edgemir.audio_io import read_audio  # the device's reader: one code path for audio in
-from edgemir.frontend import FEATURE_SPECS, N_BINS, FeatureBank, bank_for, batch_spectrum
+from edgemir.frontend import FEATURE_SPECS, N_BINS, FeatureBank, bank_for, batch_spectrum, frame_levels_db
 from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES, FRAME_RATE, PITCH_BINS, hz_to_cents
 from train import annotations as ann
 
@@ -73,7 +72,7 @@ def load_split(task: str, folder: Path, limit: int | None = None) -> list[Item]:
         wav = Path(folder) / f"{nme}.wav"
         x = read_audio(wav)
         spec = batch_spectrum(torch.from_numpy(x))
-        lv = 10 * np.log10(np.maximum((spec**2).sum(dim=1).numpy() / 2, 1e-12))
+        lv = frame_levels_db(spec)
         tg = frame_targets(task, Path(folder) / (nme + ann.SUFFIX[task]), spec.shape[0])
         items.append(Item(nme, spec.half(), tg, lv, wav))
     return items
@@ -218,4 +217,3 @@ def pitch_salience_target(cents: torch.Tensor, sigma: float = 25.0) -> tuple[tor
     return sal * voiced.unsqueeze(1), voiced.float()
 
 
-assert math.isclose(FRAME_RATE, 100.0)

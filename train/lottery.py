@@ -21,7 +21,7 @@ from edgemir.errors import UserError
 from train import metrics
 from train.dataset import Batcher
 from train.export import export
-from train.fit import STEPS_PER_EPOCH, apply_masks, load_data, seed_all, train_epochs, tune_and_score
+from train.fit import apply_masks, load_data, seed_all, train_epochs, tune_and_score
 from train.nets import FrameNet, NetConfig, build, count_nonzero, count_params
 from train.sweep import run_name
 from train.trim import apply_plan, dense_widths, importance, landing_rate, mask_landing_rate, plan, update_masks, width_floor
@@ -257,4 +257,3 @@ def lottery_command(args) -> None:
     LotteryRun(args).go()
 
 
-assert STEPS_PER_EPOCH > 0

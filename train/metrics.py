@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemir.errors import UserError
-from edgemir.labels import DRUM_CLASSES, FAMILIES, NO_FAMILY
+from edgemir.labels import DRUM_CLASSES, FAMILIES, HEADLINE, NO_FAMILY
 from train import annotations as ann
 
 WINDOW = 0.05  # onset and drum tolerance, seconds
@@ -89,7 +89,6 @@ def aggregate(task: str, per_item: dict[str, dict]) -> dict[str, float]:
     return out
 
 
-HEADLINE = {"pitch": "rpa", "onset": "f", "chord": "majmin", "drums": "mean_f", "instrument": "accuracy"}
 # what decoder settings are tuned for: the headline, except that RPA ignores the voicing decision (it
 # scores unvoiced guesses too), so every voicing threshold ties on it; overall accuracy counts both
 TUNE = {**HEADLINE, "pitch": "overall_accuracy"}

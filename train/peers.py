@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from edgemir import formats
-from edgemir.labels import PITCH_BINS, PITCH_CENTS_PER_BIN, PITCH_FMIN, SAMPLE_RATE
+from edgemir.labels import HOP, PITCH_BINS, PITCH_CENTS_PER_BIN, PITCH_FMIN, SAMPLE_RATE
 from train.metrics import HEADLINE, TUNE, evaluate_folders
 
-HOP = 160  # 10 ms, as ours
-FMAX = PITCH_FMIN * 2 ** (PITCH_BINS * PITCH_CENTS_PER_BIN / 1200)  # our pitch range, C1-C7
+FMAX = PITCH_FMIN * 2 ** (PITCH_BINS * PITCH_CENTS_PER_BIN / 1200)  # our pitch range, C1 to D#7
 TASKS = ("pitch", "onset")
 # a peer: raw analysis of one clip (slow, timed) and its decoding under one setting into an annotation
 Raw = Callable[[np.ndarray], object]
