@@ -29,6 +29,10 @@ console = Console(stderr=True)
 STEPS_PER_EPOCH = 150
 FIT_SETTINGS = ("task", "epochs", "steps", "batch", "lr", "seed", "width")  # what makes two dense trainings the same
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+# onset and drums peak-picking windows (frames each side; 0 decides within the frame): tuning keeps the
+# smallest window, the lowest latency, whose best score is within LATENCY_TOLERANCE of the best of all
+WINDOWS = (0, 1, 2)
+LATENCY_TOLERANCE = 0.005
 
 
 def seed_all(seed: int) -> None:
@@ -130,9 +134,9 @@ def decoder_grid(task: str) -> list[dict]:
     if task == "pitch":
         return [{"threshold": t} for t in THRESHOLDS]
     if task == "onset":
-        return [{"threshold": t} for t in THRESHOLDS]
+        return [{"threshold": t, "window": w} for w in WINDOWS for t in THRESHOLDS]
     if task == "drums":
-        return [{"thresholds": (t, t, t)} for t in THRESHOLDS]
+        return [{"thresholds": (t, t, t), "window": w} for w in WINDOWS for t in THRESHOLDS]
     if task == "chord":
         return [{"stay": s, "min_frames": m} for s in (0.9, 0.99) for m in (10, 30)]
     return [{}]
@@ -161,11 +165,18 @@ def tune_on(task: str, recs: list, decoder: dict | None = None) -> tuple[dict, d
     grid = [decoder] if decoder is not None else decoder_grid(task)
     tried = [(kw, score(task, recs, kw)) for kw in grid]
     if task == "drums" and decoder is None:
-        # each class's F depends on its own threshold only: take the best one per class
-        per_class = tuple(max(tried, key=lambda r, c=c: r[1][c])[0]["thresholds"][i]
-                          for i, c in enumerate(DRUM_CLASSES))
-        kw = {"thresholds": per_class}
-        tried.append((kw, score(task, recs, kw)))
+        # each class's F depends on its own threshold only: take the best one per class (per window)
+        for w in sorted({kw.get("window", 2) for kw, _ in tried}):
+            same = [r for r in tried if r[0].get("window", 2) == w]
+            per_class = tuple(max(same, key=lambda r, c=c: r[1][c])[0]["thresholds"][i]
+                              for i, c in enumerate(DRUM_CLASSES))
+            kw = {"thresholds": per_class, "window": w}
+            tried.append((kw, score(task, recs, kw)))
+    best = max(float(r[1][metrics.TUNE[task]]) for r in tried)
+    if decoder is None and task in ("onset", "drums"):  # the lowest latency within the tolerance of the best
+        near = [r for r in tried if float(r[1][metrics.TUNE[task]]) >= best - LATENCY_TOLERANCE]
+        w = min(r[0].get("window", 2) for r in near)
+        tried = [r for r in tried if r[0].get("window", 2) == w]
     return max(tried, key=lambda r: float(r[1][metrics.TUNE[task]]))
 
 
