@@ -77,6 +77,41 @@ def score_task(task: str, bundle: Path, folder: Path, note_of: dict[str, str]) -
     return out
 
 
+def drum_false_hits(bundle: Path, folder: Path, note_of: dict[str, str]) -> dict:
+    """Drum hits per minute that a drums bundle reports on drum-free recordings (dev-real's melody stems)."""
+    from edgemir.app import analyze_file
+    from edgemir.bundle import load_bundle
+
+    b = {"drums": load_bundle(bundle)}
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as d:
+        for wav in sorted(folder.glob("*.wav")):
+            info = analyze_file(wav, b, Path(d))
+            path = Path(d) / f"{wav.stem}.drums"
+            hits = sum(len(v) for v in ann.read_drums(path).values()) if path.is_file() else 0
+            cat = category("pitch", wav.stem, note_of.get(f"pitch/{wav.stem}", ""))
+            rows[wav.stem] = {"category": cat, "minutes": info["duration"] / 60, "hits": hits,
+                              "per_minute": hits / max(info["duration"] / 60, 1e-9)}
+    total_min = sum(r["minutes"] for r in rows.values())
+    return {"bundle": str(bundle), "items": rows, "per_minute": sum(r["hits"] for r in rows.values()) / max(total_min, 1e-9),
+            "worst_per_minute": max((r["per_minute"] for r in rows.values()), default=0.0)}
+
+
+def tuner_check(bundle: Path) -> dict:
+    """The steady-tone tuner check (train/tuner.py) of a pitch bundle."""
+    from train.tuner import measure
+
+    rows = measure(bundle)
+    per_kind = {}
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        rs = [r for r in rows if r["kind"] == kind]
+        ok = [r for r in rs if abs(r["median_cents"]) <= 2.0 and r["right_note"] >= 0.99]
+        per_kind[kind] = {"tones": len(rs), "within_2_cents_and_right_note": len(ok),
+                          "worst_abs_median_cents": max(abs(r["median_cents"]) if r["median_cents"] == r["median_cents"]
+                                                        else float("inf") for r in rs)}
+    return {"bundle": str(bundle), "rows": rows, "kinds": per_kind}
+
+
 def realeval(bundles: list[Path], dev_real: Path) -> dict:
     """Every task of dev-real that has a bundle among ``bundles`` (files or folders; the shipped bundles
     when none are given)."""
@@ -96,6 +131,11 @@ def realeval(bundles: list[Path], dev_real: Path) -> dict:
                     found = {task: Path(src)}
             if task in found:
                 report["tasks"].setdefault(task, []).append(score_task(task, found[task], folder, note_of))
+                if task == "drums" and (dev_real / "pitch").is_dir():
+                    fh = drum_false_hits(found[task], dev_real / "pitch", note_of)
+                    report.setdefault("drum_false_hits", []).append(fh)
+                if task == "pitch":
+                    report.setdefault("tuner", []).append(tuner_check(found[task]))
     return report
 
 
@@ -125,6 +165,24 @@ def markdown(report: dict) -> str:
                     if sum(row.values()):
                         lines.append(f"| {ref} | " + " | ".join(str(row[e] or "") for e in labs) + " |")
         lines.append("")
+    for r in report.get("drum_false_hits", []):
+        lines += [f"## drums on drum-free stems ({Path(r['bundle']).name})", "",
+                  f"Drum hits per minute on dev-real's melody stems (voices, guitar; no drums): {r['per_minute']:.2f} "
+                  f"overall, {r['worst_per_minute']:.2f} on the worst stem.", "",
+                  "| stem | category | minutes | hits | per minute |", "|---|---|---:|---:|---:|"]
+        lines += [f"| {n} | {v['category']} | {v['minutes']:.1f} | {v['hits']} | {v['per_minute']:.2f} |"
+                  for n, v in r["items"].items()]
+        lines.append("")
+    for r in report.get("tuner", []):
+        from train.tuner import octave_table
+
+        lines += [f"## tuner: steady tones E1-C7 ({Path(r['bundle']).name})", "",
+                  "1-s tones on every semitone (harmonic, pure sine, Karplus-Strong pluck), read through the engine "
+                  "(`train/tuner.py`); per tone the median reading of its voiced frames.", ""]
+        lines += [f"- {k}: {v['within_2_cents_and_right_note']}/{v['tones']} tones within ±2 cents and on the right note "
+                  f"(≥ 99% of voiced frames); worst median {v['worst_abs_median_cents']:.1f} cents"
+                  for k, v in r["kinds"].items()]
+        lines += ["", *octave_table(r["rows"]), ""]
     return "\n".join(lines)
 
 
