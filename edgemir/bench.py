@@ -246,23 +246,30 @@ def cmd_bench(args) -> int:
     peers = bench_peers()
     report = {"schema_version": SCHEMA_VERSION, "machine": machine(), "threads": args.threads, "bundles": rows,
               "engine": engine, "peers": peers, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    t = Table(title=f"edgemir bench — {report['machine']['cpu']} ({report['machine']['arch']}), {args.threads} thread(s)")
-    for c in ("bundle", "task", "mode", "removed", "params", "KB", "MFLOP/s", "hop p50", "p99", "RTF", "speed-up",
-              "score"):
+    t = Table(title=f"edgemir bench — {report['machine']['arch']}, {args.threads} thread(s)")
+    wide = getattr(args, "wide", False)
+    cols = {  # name -> cell; the narrow table (80 columns) keeps the ones marked True
+        "bundle": (True, lambda r: r["bundle"]), "task": (False, lambda r: r["task"]), "mode": (False, lambda r: r["mode"]),
+        "removed": (True, lambda r: f"{(r['fraction_removed'] or 0):.0%}"), "params": (False, lambda r: f"{r['params']:,}"),
+        "KB": (True, lambda r: f"{r['bytes'] / 1024:.0f}"),
+        "MFLOP/s": (False, lambda r: f"{(r['flops_per_second'] or 0) / 1e6:.1f}"),
+        "hop p50": (True, lambda r: f"{r['hop_ms']['p50']:.3f}"), "p99": (True, lambda r: f"{r['hop_ms']['p99']:.3f}"),
+        "RTF": (False, lambda r: f"{r['rtf']:.4f}"),
+        "speed-up": (True, lambda r: f"{r['speedup_vs_dense']:.1f}x" if r["speedup_vs_dense"] else "—"),
+        "score": (True, lambda r: f"{r['score']:.3f}" if r["score"] is not None else "—"),
+    }
+    shown = [c for c, (narrow, _) in cols.items() if wide or narrow]
+    for c in shown:
         t.add_column(c, justify="right" if c not in ("bundle", "task", "mode") else "left")
     for r in rows:
-        t.add_row(r["bundle"], r["task"], r["mode"], f"{(r['fraction_removed'] or 0):.0%}", f"{r['params']:,}",
-                  f"{r['bytes'] / 1024:.0f}", f"{(r['flops_per_second'] or 0) / 1e6:.1f}", f"{r['hop_ms']['p50']:.3f}",
-                  f"{r['hop_ms']['p99']:.3f}", f"{r['rtf']:.4f}",
-                  f"{r['speedup_vs_dense']:.1f}x" if r["speedup_vs_dense"] else "—",
-                  f"{r['score']:.3f}" if r["score"] is not None else "—")
+        t.add_row(*(cols[c][1](r) for c in shown))
     Console().print(t)
     pt = Table(title="peers (not ours): cost per second of audio")
-    for c in ("peer", "task", "ms per s of audio", "note"):
+    for c in ("peer", "task", "ms/s audio") + (("note",) if wide else ()):
         pt.add_column(c)
     for p in peers:
         pt.add_row(p["peer"], p["task"], f"{p['ms_per_second_audio']:.1f}" if "ms_per_second_audio" in p else "error",
-                   p.get("note", p.get("error", "")))
+                   *((p.get("note", p.get("error", "")),) if wide else ()))
     ours = Table(title="ours: cost per second of audio (hop p50 × 100)")
     ours.add_column("bundle")
     ours.add_column("ms per s of audio")
@@ -271,9 +278,9 @@ def cmd_bench(args) -> int:
     Console().print(ours)
     Console().print(pt)
     e = engine
-    Console().print(f"engine ({', '.join(e['tasks'])}), paced {e['seconds']:.0f} s: CPU {e['cpu_percent_one_core']:.1f}% "
-                    f"of one core, latency p50 {e['latency_ms']['p50']:.0f} ms p99 {e['latency_ms']['p99']:.0f} ms, "
-                    f"dropped hops {e['dropped_hops']}")
+    Console().print(f"engine ({', '.join(e['tasks'])}), paced {e['seconds']:.0f} s:\n"
+                    f"  CPU {e['cpu_percent_one_core']:.1f}% of one core, latency p50 {e['latency_ms']['p50']:.0f} ms "
+                    f"p99 {e['latency_ms']['p99']:.0f} ms, dropped hops {e['dropped_hops']}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     if args.plot:

@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=positive_float, default=10.0)
     b.add_argument("--json", type=Path)
     b.add_argument("--plot", type=Path)
+    b.add_argument("--wide", action="store_true", help="every column (tables fit 80 columns without it)")
     b.add_argument("--soak", type=positive_float, metavar="MINUTES",
                    help="instead: analyze a MINUTES-long file with the tasks; wall time, RTF, RSS growth")
     b.add_argument("--soak-clip", type=Path, help="audio tiled into the soak file (default: the demo clip)")
