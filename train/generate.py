@@ -20,6 +20,7 @@ from edgemir.labels import FAMILIES, PITCH_CLASSES, SAMPLE_RATE, TASKS, family_o
 from train import annotations as ann
 from train import sources as src
 from train.augment import realism
+from train.kits import hydrogen_kits
 from train.render import (
     BEND_RANGE,
     DRUM_CHANNEL,
@@ -148,7 +149,7 @@ def _sustained(rng, lo: int, hi: int, t0: float, t1: float):
     return notes
 
 # -- pitch ---------------------------------------------------------------------------------
-def gen_pitch(rng, kits: int = 0, version: int = 3):
+def gen_pitch(rng, kits: int = 0, version: int = 3, split: str = "train"):
     """Monophonic melodies with exact f0 labels; version 3 adds singers, plucks, tones and sines."""
     if version >= 3:
         return gen_pitch_v3(rng)
@@ -224,7 +225,7 @@ def gen_pitch_v3(rng):
 
 
 # -- onsets --------------------------------------------------------------------------------
-def gen_onset(rng, kits: int = 0, version: int = 3):
+def gen_onset(rng, kits: int = 0, version: int = 3, split: str = "train"):
     """GM parts (and drums); from version 3 also sung and plucked lines, alone or over the GM parts."""
     sc, dur, a = gen_onset_gm(rng)
     if version < 3 or rng.random() < 0.55:
@@ -311,7 +312,7 @@ def _chord_part(rng, sc, chan, pitches, a, b, style, beat):
             t += beat * rng.choice([0.5, 1])
 
 
-def gen_chord(rng, kits: int = 0, version: int = 3) -> tuple[Score, float, dict]:
+def gen_chord(rng, kits: int = 0, version: int = 3, split: str = "train") -> tuple[Score, float, dict]:
     dur = float(rng.uniform(14, 20))
     tempo = rng.uniform(60, 150)
     beat = 60 / tempo
@@ -377,7 +378,7 @@ def gen_chord(rng, kits: int = 0, version: int = 3) -> tuple[Score, float, dict]
 
 
 # -- drums ---------------------------------------------------------------------------------
-def gen_drums(rng, kits: int = 0, version: int = 3):
+def gen_drums(rng, kits: int = 0, version: int = 3, split: str = "train"):
     """A kit (GM banks or the real-kit SoundFonts); from version 3 often inside a full band (bass, chords
     through amps, a singer) with bus compression, and sometimes no drums at all (a solo voice or guitar)."""
     if version < 3:
@@ -402,9 +403,15 @@ def gen_drums(rng, kits: int = 0, version: int = 3):
         return Mix([part]), dur, {"events": [], "labels": []}
     kit, dur, a = gen_drums_kit(rng, kits, band=False)
     tempo = a.pop("tempo")
+    h2 = hydrogen_kits() if split != "test" else ()
+    if h2 and rng.random() < 0.5:  # the same pattern on a recorded Hydrogen kit (train/valid only)
+        hits = [(e.time, e.a, e.b) for e in kit.events if e.kind == "on" and e.chan == DRUM_CHANNEL]
+        k = h2[int(rng.integers(len(h2)))]
+        kit = Mix([Part(audio=k.render(hits, dur, rng))])
+        a["labels"] = a["labels"] + [f"kit:{k.name}"]
     if rng.random() < 0.35:
         return kit, dur, a
-    mix = Mix([Part(score=kit)])
+    mix = Mix([Part(score=kit)] if isinstance(kit, Score) else list(kit.parts))
     bass = _score_of(int(rng.choice(list(range(32, 40)))), _melody(rng, 28, 52, 0, dur - 0.3, tempo), rng, (50, 110))
     mix.parts.append(Part(score=bass, gain_db=float(rng.uniform(-10, 0)),
                           fx=(lambda x: src.amp_chain(rng, x, drive=rng.random() < 0.3)) if rng.random() < 0.4 else None))
@@ -479,7 +486,7 @@ def gen_drums_kit(rng, kits: int = 0, band: bool = True):
 
 
 # -- instrument ----------------------------------------------------------------------------
-def gen_instrument(rng, kits: int = 0, version: int = 3):
+def gen_instrument(rng, kits: int = 0, version: int = 3, split: str = "train"):
     """One family: GM programs; from version 3 also synthesised singers (vocal), plucked strings (guitar,
     bass) and guitars, basses and leads through amps and effects."""
     fam = FAMILIES[rng.integers(len(FAMILIES))]
@@ -571,7 +578,7 @@ def write_dataset(task: str, split: str, minutes: float, seed: int, out: Path,
     with Progress(disable=not progress, transient=True) as bar:
         job = bar.add_task(f"rendering {task}/{split}", total=minutes * 60)
         while total < minutes * 60:
-            score, dur, a = GENERATORS[task](rng, kits=len(kits), version=version)
+            score, dur, a = GENERATORS[task](rng, kits=len(kits), version=version, split=split)
             if len(gm) > 1:
                 score.use_bank(int(rng.integers(len(gm))), len(gm))
             audio = realism(rng, render_item(renderer, score, dur))
