@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # one place decides the torch build per architecture (a CPU build; see the script)
 TORCH_VERSION ?= $(shell bash deploy/torch-version.sh)
 RUN_APT := libportaudio2 python3-venv
-TEST_APT := $(RUN_APT) fluidsynth fluid-soundfont-gm avldrums.lv2-soundfont alsa-utils tmux shellcheck jackd2 systemd \
+TEST_APT := $(RUN_APT) fluidsynth fluid-soundfont-gm avldrums.lv2-soundfont hydrogen-drumkits alsa-utils tmux shellcheck jackd2 systemd \
 	musescore-general-soundfont-small csound-soundfont python3-seccomp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
