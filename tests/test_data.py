@@ -101,3 +101,22 @@ def test_every_family_has_programs_and_a_range():
     assert set(FAMILY_PROGRAMS) == set(FAMILIES)
     assert all(progs and lo < hi for progs, lo, hi in FAMILY_PROGRAMS.values())
     assert CHORDS[0] == "N" and len(CHORDS) == 25
+
+
+def test_hydrogen_kits_play_each_hit_at_its_time():
+    """Every usable recorded kit plays a kick, a snare and a closed hat where the score says (energy rises
+    within 3 ms of each hit), louder at a higher velocity."""
+    import pytest
+
+    from train.kits import hydrogen_kits
+
+    kits = hydrogen_kits()
+    if not kits:
+        pytest.skip("hydrogen-drumkits is not installed (make test installs it)")
+    rng = np.random.default_rng(0)
+    for kit in kits:
+        for note in (36, 38, 42):
+            x = kit.render([(0.5, note, 100)], 1.0, rng)
+            assert np.abs(x[:8000]).max() == 0 and np.abs(x[8000:8048]).max() > 0.01, (kit.name, note)
+        loud, soft = (np.abs(kit.render([(0.1, 36, v)], 0.5, rng)).max() for v in (100, 40))
+        assert loud > soft, kit.name
