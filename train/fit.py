@@ -29,8 +29,9 @@ console = Console(stderr=True)
 STEPS_PER_EPOCH = 150
 FIT_SETTINGS = ("task", "epochs", "steps", "batch", "lr", "seed", "width")  # what makes two dense trainings the same
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-# onset and drums peak-picking windows (frames each side; 0 decides within the frame): tuning keeps the
-# smallest window, the lowest latency, whose best score is within LATENCY_TOLERANCE of the best of all
+# onset and drums peak-picking windows (frames each side; 0 decides within the frame). Tuning keeps, among the
+# settings within LATENCY_TOLERANCE of the best score, those of the lowest decoder delay (a peak-picking window,
+# a chord's minimum duration), and the best of them.
 WINDOWS = (0, 1, 2)
 LATENCY_TOLERANCE = 0.005
 
@@ -138,7 +139,7 @@ def decoder_grid(task: str) -> list[dict]:
     if task == "drums":
         return [{"thresholds": (t, t, t), "window": w} for w in WINDOWS for t in THRESHOLDS]
     if task == "chord":
-        return [{"stay": s, "min_frames": m} for s in (0.9, 0.99) for m in (10, 30)]
+        return [{"stay": s, "min_frames": m} for s in (0.9, 0.99, 0.995) for m in (5, 10, 20, 30)]
     return [{}]
 
 
@@ -172,11 +173,11 @@ def tune_on(task: str, recs: list, decoder: dict | None = None) -> tuple[dict, d
                               for i, c in enumerate(DRUM_CLASSES))
             kw = {"thresholds": per_class, "window": w}
             tried.append((kw, score(task, recs, kw)))
-    best = max(float(r[1][metrics.TUNE[task]]) for r in tried)
-    if decoder is None and task in ("onset", "drums"):  # the lowest latency within the tolerance of the best
+    if decoder is None:  # the lowest decoder delay within the tolerance of the best score
+        best = max(float(r[1][metrics.TUNE[task]]) for r in tried)
         near = [r for r in tried if float(r[1][metrics.TUNE[task]]) >= best - LATENCY_TOLERANCE]
-        w = min(r[0].get("window", 2) for r in near)
-        tried = [r for r in tried if r[0].get("window", 2) == w]
+        delay = {id(r): make_decoder(task, **r[0]).delay_frames for r in near}
+        tried = [r for r in near if delay[id(r)] == min(delay.values())]
     return max(tried, key=lambda r: float(r[1][metrics.TUNE[task]]))
 
 
