@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("--dev-real", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "dev-real")
     re_.add_argument("--out", type=Path, help="write realeval.json and realeval.md here")
 
+    la = sub.add_parser("latency", help="look-ahead x decoder delay x score table (synthetic test and dev-real)")
+    la.add_argument("bundles", nargs="+", type=Path)
+    la.add_argument("--data", type=Path, default=Path("data"), help="holds TASK/valid (tuning) and TASK/test")
+    la.add_argument("--dev-real", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "dev-real")
+    la.add_argument("--out", type=Path, help="write the rows as JSON here")
+
     rz = sub.add_parser("upgrade", help="bring older bundles to the current format (same weights and card)")
     rz.add_argument("bundles", nargs="+", type=Path)
 
@@ -207,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
             from train.realeval import realeval_command
 
             realeval_command(args)
+        elif args.cmd == "latency":
+            from train.latency import latency_command
+
+            latency_command(args)
         elif args.cmd == "upgrade":
             from train.export import upgrade
 
