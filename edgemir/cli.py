@@ -88,13 +88,15 @@ def card_summary(path: Path, card: dict) -> list[str]:
     lat = card.get("latency_ms_per_hop") or {}
     la = int(card.get("lookahead", 0))
     half = 512 * 1000 / SAMPLE_RATE
-    lines.append(f"  timing      look-ahead {la * 1000 / FRAME_RATE:.0f} ms + window half {half:.0f} ms, "
-                 f"context {card.get('receptive_field')} frames of {HOP * 1000 // SAMPLE_RATE} ms"
+    lines.append(f"  timing      sees {half + la * 1000 / FRAME_RATE:.0f} ms past each frame (window half {half:.0f} ms, "
+                 f"look-ahead {la:+d})")
+    lines.append(f"              context {card.get('receptive_field')} frames of {HOP * 1000 // SAMPLE_RATE} ms"
                  + (f", {lat['p50']:.2f} ms/hop at export" if "p50" in lat else ""))
     if task == "pitch":
         import math
 
-        top = PITCH_FMIN * 2 ** ((PITCH_BINS - 1) * PITCH_CENTS_PER_BIN / 1200)
+        bins = int((card.get("architecture") or {}).get("n_out", PITCH_BINS + 1)) - 1  # older bundles: 360
+        top = PITCH_FMIN * 2 ** ((bins - 1) * PITCH_CENTS_PER_BIN / 1200)
         lines.append(f"  range       {PITCH_FMIN:.1f}-{top:.0f} Hz ({note_name(24)}-"
                      f"{note_name(24 + 12 * math.log2(top / PITCH_FMIN))}), {PITCH_CENTS_PER_BIN:g}-cent bins")
     else:
