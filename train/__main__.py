@@ -90,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--out", type=Path, default=Path("edgemir/data/demo.wav"))
 
     sh = sub.add_parser("ship", help="pick, copy and document the bundles to ship from lottery runs")
-    sh.add_argument("runs", nargs="+", type=Path)
+    sh.add_argument("runs", nargs="*", type=Path)
+    sh.add_argument("--refresh", default="", help="comma-separated shipped tasks whose bundle was re-tuned in place "
+                    "(`train retune`): their rows are re-read from the card and re-measured")
     sh.add_argument("--out", type=Path, default=Path("edgemir/models"))
     sh.add_argument("--results", type=Path, default=Path("docs/results.md"))
     sh.add_argument("--dev-real", type=Path, default=Path("../shared/dev-real"))
