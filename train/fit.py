@@ -290,7 +290,11 @@ def fit_command(args) -> None:
     torch.set_num_threads(args.threads)
     seed_all(args.seed)
     out = Path(args.out)
+    if getattr(args, "lookahead", None) is not None and args.lookahead < -3:
+        raise UserError("--lookahead must be >= -3: the centred window reaches 32 ms past its frame, 3.2 hops")
     key = {k: getattr(args, k) for k in FIT_SETTINGS} | {"data": str(args.data), "limit": args.limit}
+    if getattr(args, "lookahead", None) is not None:
+        key["lookahead"] = args.lookahead
     resume, started = out / "resume.pt", out / "started.json"
     if resume.exists():  # an interrupted fit: continue it, but only with the same settings
         try:
@@ -305,7 +309,7 @@ def fit_command(args) -> None:
         started.write_text(json.dumps({"settings": key}))
     t_start = time.time()
     data = load_data(args.task, args.data, args.limit)
-    net = build(args.task, args.width)
+    net = build(args.task, args.width, getattr(args, "lookahead", None))
     batcher = Batcher(args.task, data["train"], net.receptive_field, net.lookahead, seed=args.seed)
     net, info = train_epochs(args.task, net, batcher, data["valid"], args.epochs, args.lr, args.batch,
                              out / "ckpt", label=f"fit {args.task}", steps=args.steps, resume=resume)

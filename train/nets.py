@@ -253,8 +253,12 @@ class FrameNet(nn.Module):
         return self.head(x.transpose(1, 2)).transpose(1, 2), h, new
 
 
-def build(task: str, width: float = 1.0) -> FrameNet:
-    return FrameNet(task_config(task, width))
+def build(task: str, width: float = 1.0, lookahead: int | None = None) -> FrameNet:
+    """The task's net; ``lookahead`` overrides its look-ahead (for the latency trade-off study)."""
+    cfg = task_config(task, width)
+    if lookahead is not None:
+        cfg.lookahead = lookahead
+    return FrameNet(cfg)
 
 
 def count_params(model: nn.Module) -> int:
