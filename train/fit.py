@@ -322,6 +322,8 @@ def fit_command(args) -> None:
                   {"scores": {"test": test_summary, "valid": valid_summary}, "round": 0, "fraction_removed": 0.0,
                    "mode": "dense", "seed": args.seed, "train_seconds": round(train_s, 1)}, decoder=kw)
     settings = {k: getattr(args, k) for k in FIT_SETTINGS}
+    if getattr(args, "lookahead", None) is not None:
+        settings["lookahead"] = args.lookahead
     res = {"task": args.task, "settings": settings, "params": card["params"], "flops_per_second": card["flops_per_second"],
            "valid": valid_summary, "test": test_summary, "decoder": kw, "best_epoch": info["best_epoch"],
            "history": info["history"], "train_seconds": round(train_s, 1), "bytes": card["bytes"]}

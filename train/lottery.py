@@ -157,7 +157,7 @@ class LotteryRun:
         diff = [k for k in PARENT_SETTINGS if fit.get(k) != getattr(a, k)]
         if diff:
             raise UserError(f"{run}: fit settings differ from this run's in {', '.join(diff)}")
-        net = build(a.task, a.width)
+        net = build(a.task, a.width, fit.get("lookahead"))  # a trade-off study's parent keeps its look-ahead
         net.load_state_dict(best)
         parent = {"run": str(run), "epochs": fit.get("epochs"), "steps": fit.get("steps"), "best_epoch": m.get("best_epoch")}
         return net, rewind, {"best_epoch": m.get("best_epoch"), "fit_seconds": float(m.get("train_seconds", 0)),
