@@ -83,6 +83,12 @@ def analyzed_scores(task: str, bundle: Path, folder: Path) -> dict | None:
             return {"error": str(e)}
 
 
+def _generator(folder: Path) -> str | None:
+    """The generator version a split was rendered with (its manifest)."""
+    m = folder / "manifest.json"
+    return json.loads(m.read_text()).get("generator_version") if m.is_file() else None
+
+
 def _train_banks(folder: Path) -> list[str]:
     """The SoundFonts a training split was rendered with (its manifest)."""
     m = folder / "manifest.json"
@@ -111,6 +117,7 @@ def ship_command(args) -> None:
         analyzed = analyzed_scores(task, dst, Path(args.data_root) / task / "test")
         banks = _train_banks(Path(args.data_root) / task / "train")
         rows.append({"commit": chosen.get("commit", "unknown"), "analyze_test": analyzed, "train_soundfonts": banks,
+                     "test_generator": _generator(Path(args.data_root) / task / "test"),
                      "task": task, "run": str(run_dir), "settings": run["settings"], "dense": dense, "shipped": chosen,
                      "within_1pt": met, "removed_90": chosen["fraction_removed"] >= 0.9, "retuned": retuned,
                      "rescored": (Path(run_dir) / RESCORED).is_file(),
@@ -146,6 +153,7 @@ def refreshed(row: dict, bundle: Path, args) -> dict:
     return {**row, "shipped": shipped, "retuned": sorted(set(row.get("retuned", [])) | {str(bundle)}),
             "within_1pt": shipped["test"] >= row["dense"]["test"] - TOLERANCE,
             "analyze_test": analyzed_scores(task, bundle, Path(args.data_root) / task / "test"),
+            "test_generator": _generator(Path(args.data_root) / task / "test"),
             "dev_real_shipped": analyzed_scores(task, bundle, Path(args.dev_real) / task)}
 
 
@@ -175,8 +183,11 @@ def results_markdown(rows: list[dict]) -> str:
          "`analyze` is the shipped bundle's test score recomputed from what `edgemir analyze` wrote for "
          "the test split (files streamed from disk, the device's code path): it must equal the card's.",
          "",
-         "| task | model | removed | params | KB | MFLOP/s | hop ms | test | analyze | dev-real | target |",
-         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+         "`gen`: the generator version of the test split (2: General MIDI banks; 3: also synthesised singers, "
+         "plucks, tones, amps and full bands, docs/realistic-data.md); rows of one task share it.",
+         "",
+         "| task | model | removed | params | KB | MFLOP/s | hop ms | gen | test | analyze | dev-real | target |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         t = r["task"]
         for name, row, dev in (("dense", r["dense"], r["dev_real_dense"]), ("shipped", r["shipped"], r["dev_real_shipped"])):
@@ -187,7 +198,8 @@ def results_markdown(rows: list[dict]) -> str:
                                                                   ("within 1 pt", r["within_1pt"])) if not ok))
             L.append(f"| {t} ({HEADLINE[t]}) | {name} r{row['round']} | {row['fraction_removed']:.1%} | {row['params']:,} | "
                      f"{row['bytes'] / 1024:.0f} | {row['flops_per_second'] / 1e6:.1f} | {row['latency_ms_p50']:.3f} | "
-                     f"{row['test']:.3f} | {_fmt_dev(r['analyze_test'], t) if name == 'shipped' else ''} | "
+                     f"{r.get('test_generator') or 2} | {row['test']:.3f} | "
+                     f"{_fmt_dev(r['analyze_test'], t) if name == 'shipped' else ''} | "
                      f"{_fmt_dev(dev, t)} | {target} |")
     L += ["", "## Training data", ""]
     for r in rows:  # rows shipped before generator 2 carry no list: they were trained on FluidR3_GM (+ drum kits)
