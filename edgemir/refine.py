@@ -70,15 +70,19 @@ def phase_f0(x1: np.ndarray, x2: np.ndarray, f_coarse: float, max_cents: float) 
 class PitchRefiner:
     """Keeps the newest complex spectra; turns the model's salience into refined cents per output frame.
 
-    Output frame j was decided when input frame ``j + lookahead`` arrived: frames ``j + lookahead - 1`` and
-    ``j + lookahead`` are the pair measured. The result is appended to the probabilities as one more row
-    (cents above C1), which the pitch decoder reads instead of its own weighted average."""
+    Output frame j is decided when input frame ``j + lookahead`` arrives: the pair measured is frames j-1
+    and j when they exist by then (look-ahead >= 0), else the newest two. Only steady notes are refined
+    (the coarse estimate moved less than ``steady_cents`` since the previous frame): on vibrato and glides a
+    pair of frames that lags the labelled one would move the estimate the wrong way. The result is appended
+    to the probabilities as one more row (cents above C1), which the pitch decoder reads."""
 
-    def __init__(self, lookahead: int, max_cents: float = 15.0, keep: int = 4096) -> None:
+    def __init__(self, lookahead: int, max_cents: float = 15.0, steady_cents: float = 10.0, keep: int = 4096) -> None:
         self.la = lookahead
         self.max_cents = max_cents
+        self.steady_cents = steady_cents
         self.frames: deque[np.ndarray] = deque(maxlen=keep)
         self.first = 0  # input frame index of frames[0]
+        self.prev = float("nan")  # the previous output frame's coarse cents
 
     def add(self, cspec: torch.Tensor) -> None:
         """Append complex spectra [n, N_BINS] of the next input frames."""
@@ -94,13 +98,17 @@ class PitchRefiner:
     def apply(self, probs: np.ndarray, first: int) -> np.ndarray:
         """[bins + 1, T] salience and voicing for output frames first.. -> [bins + 2, T] with refined cents."""
         cents = coarse_cents(probs[:-1])
+        out = cents.copy()
         for k in range(probs.shape[1]):
-            j = first + k + self.la
+            prev, self.prev = self.prev, float(cents[k])
+            if not abs(cents[k] - prev) < self.steady_cents:
+                continue
+            j = first + k + min(self.la, 0)
             x1, x2 = self._frame(j - 1), self._frame(j)
             if x1 is None or x2 is None:
                 continue
             fc = PITCH_FMIN * 2 ** (cents[k] / 1200)
             f = phase_f0(x1, x2, fc, self.max_cents)
             if f is not None:
-                cents[k] = 1200 * math.log2(f / PITCH_FMIN)
-        return np.concatenate([probs, cents[None, :].astype(probs.dtype)])
+                out[k] = 1200 * math.log2(f / PITCH_FMIN)
+        return np.concatenate([probs, out[None, :].astype(probs.dtype)])
