@@ -506,7 +506,7 @@ def gen_instrument(rng, kits: int = 0, version: int = 3, split: str = "train"):
             drive = fam == "guitar" and rng.random() < 0.6
             fx = (lambda x: src.amp_chain(rng, x, drive=drive)) if rng.random() < 0.6 else None
             return Mix([Part(audio=audio, fx=fx)]), dur, {"family": fam, "labels": [fam]}
-        sc, dur, a = gen_instrument_gm(rng, fam)
+        sc, dur, a = gen_instrument_gm(rng, fam, bass_high=True)
         if fam in ("guitar", "bass", "synth_lead") and rng.random() < 0.5:
             drive = rng.random() < (0.6 if fam == "guitar" else 0.25)
             sc = Mix([Part(score=sc, fx=lambda x: src.amp_chain(rng, x, drive=drive))])
@@ -514,11 +514,11 @@ def gen_instrument(rng, kits: int = 0, version: int = 3, split: str = "train"):
     return gen_instrument_gm(rng, fam)
 
 
-def gen_instrument_gm(rng, fam: str) -> tuple[Score, float, dict]:
+def gen_instrument_gm(rng, fam: str, bass_high: bool = False) -> tuple[Score, float, dict]:
     dur = 3.0
     prog, lo, hi = _program(rng, fam)
-    if fam == "bass":
-        hi += 7  # basses are played high too (a double bass in thumb position)
+    if fam == "bass" and bass_high:
+        hi += 7  # (generator 3) basses are played high too (a double bass in thumb position)
     sc = Score()
     sc.program(0, prog)
     mode = rng.choice(["note", "phrase", "poly"], p=[0.4, 0.4, 0.2])
