@@ -9,9 +9,11 @@ import pytest
 
 from train.tuner import KINDS, measure, octave_table
 
-# The acceptance asks every tone to read within ±2 cents and on the right note on >= 99% of its voiced
-# frames. What the shipped bundle achieves is asserted here (numbers in docs/realeval/realeval.md).
-MIN_SHARE = {"harmonic": 0.0, "sine": 0.0, "pluck": 0.0}
+# The goal is every tone within ±2 cents and on the right note on >= 99% of its voiced frames. The shipped
+# bundle reaches it on 56, 22 and 56 of the 69 tones (docs/realeval/realeval.md: every tone from C3 up for
+# harmonic tones and plucks; pure sines below C5 and everything below C3 still fail). These shares guard
+# against a regression until the goal is met.
+MIN_SHARE = {"harmonic": 0.8, "sine": 0.3, "pluck": 0.8}
 
 
 @pytest.fixture(scope="module")
