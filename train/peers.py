@@ -10,6 +10,7 @@ networks, decoders, writing), so the comparison favours peers."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import tempfile
 import time
@@ -122,6 +123,9 @@ PEERS: dict[str, tuple[str, Raw, Decode, list[float], str]] = {
 }
 
 
+OPTIONAL = {"swift-f0": "swift_f0"}  # peers from the `peers` extra, run when installed
+
+
 def _write(task: str, out: Path, stem: str, est: tuple) -> None:
     if task == "pitch":
         formats.write_f0(out / f"{stem}.f0.csv", *est)
@@ -207,6 +211,9 @@ def peers_command(args) -> None:
         if args.dev_real and (args.dev_real / task).is_dir():
             folders["dev-real"] = args.dev_real / task
         for name in (n for n, p in PEERS.items() if p[0] == task):
+            if name in OPTIONAL and importlib.util.find_spec(OPTIONAL[name]) is None:
+                con.log(f"{task}: {name} is not installed (pip install -e '.[peers]'); left out")
+                continue
             con.log(f"{task}: {name}")
             rows.append(run_peer(name, folders))
         con.log(f"{task}: edgemir")
