@@ -25,33 +25,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from soak_outages import ENV, jackd  # noqa: E402  (the same JACK server and player as the outage soak)
-
-PLAYER = r"""
-import sys, time, numpy as np, soundfile as sf, soxr, jack
-x, sr = sf.read(sys.argv[1], dtype="float32", always_2d=True)
-clip = soxr.resample(x.mean(axis=1), sr, 48000).astype(np.float32)
-pos = [0]
-client = jack.Client("budget-player", servername=sys.argv[2], no_start_server=True)
-out = client.outports.register("out")
-
-@client.set_process_callback
-def process(frames):
-    idx = (pos[0] + np.arange(frames)) % len(clip)
-    out.get_array()[:] = clip[idx]
-    pos[0] = (pos[0] + frames) % len(clip)
-
-client.activate()
-while True:
-    for tgt in client.get_ports(is_input=True, is_audio=True):
-        if tgt.name.startswith("PortAudio"):
-            conns = client.get_all_connections(tgt)
-            if out.name not in [c.name for c in conns]:
-                for c in conns:
-                    client.disconnect(c, tgt)
-                client.connect(out, tgt)
-    time.sleep(0.2)
-"""
+from soak_outages import ENV, PLAYER, jackd  # noqa: E402  (the same JACK server and player as the outage soak)
 
 
 def tree(pid: int) -> list[int]:

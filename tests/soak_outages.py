@@ -36,8 +36,8 @@ def jackd() -> subprocess.Popen:
 
 PLAYER = r"""
 import sys, time, numpy as np, soundfile as sf, soxr, jack
-x, sr = sf.read(sys.argv[1], dtype="float32")
-clip = soxr.resample(x, sr, 48000).astype(np.float32)
+x, sr = sf.read(sys.argv[1], dtype="float32", always_2d=True)
+clip = soxr.resample(x.mean(axis=1), sr, 48000).astype(np.float32)
 pos = [0]
 client = jack.Client("soak-player", servername=sys.argv[2], no_start_server=True)
 out = client.outports.register("out")

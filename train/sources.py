@@ -270,14 +270,7 @@ def amp_chain(rng: np.random.Generator, x: np.ndarray, drive: bool | None = None
                             mix=float(rng.uniform(0.2, 0.5))))
     elif r < 0.3:
         fx.append(pb.Phaser(rate_hz=float(rng.uniform(0.2, 2)), mix=float(rng.uniform(0.2, 0.5))))
-    if rng.random() < 0.2:
-        fx.append(pb.Delay(delay_seconds=float(rng.uniform(0.08, 0.4)), feedback=float(rng.uniform(0.1, 0.4)),
-                           mix=float(rng.uniform(0.1, 0.3))))
-    if rng.random() < 0.3:
-        fx.append(pb.Reverb(room_size=float(rng.uniform(0.1, 0.7)), wet_level=float(rng.uniform(0.05, 0.3)),
-                            dry_level=1.0))
-    y = pb.Pedalboard(fx)(x.astype(np.float32)[None, :], SR)[0]
-    return (y / (np.abs(y).max() + 1e-9) * 0.5).astype(np.float32)
+    return _space_and_play(rng, fx, x, (0.2, (0.08, 0.4), (0.1, 0.4), (0.1, 0.3)), (0.3, (0.1, 0.7), (0.05, 0.3)))
 
 
 def vocal_chain(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
@@ -288,12 +281,21 @@ def vocal_chain(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
           pb.PeakFilter(float(rng.uniform(1500, 5000)), float(rng.uniform(-3, 6)), 1.0)]
     if rng.random() < 0.7:
         fx.append(pb.Compressor(threshold_db=float(rng.uniform(-30, -12)), ratio=float(rng.uniform(2, 6))))
-    if rng.random() < 0.2:
-        fx.append(pb.Delay(delay_seconds=float(rng.uniform(0.1, 0.35)), feedback=float(rng.uniform(0.1, 0.3)),
-                           mix=float(rng.uniform(0.05, 0.2))))
-    if rng.random() < 0.5:
-        fx.append(pb.Reverb(room_size=float(rng.uniform(0.2, 0.8)), wet_level=float(rng.uniform(0.05, 0.25)),
-                            dry_level=1.0))
+    return _space_and_play(rng, fx, x, (0.2, (0.1, 0.35), (0.1, 0.3), (0.05, 0.2)), (0.5, (0.2, 0.8), (0.05, 0.25)))
+
+
+def _space_and_play(rng: np.random.Generator, fx: list, x: np.ndarray, delay: tuple, reverb: tuple) -> np.ndarray:
+    """Append a delay (p, seconds, feedback, mix ranges) and a reverb (p, room, wet ranges) to a chain, each with
+    its probability, run it and normalise to a 0.5 peak."""
+    import pedalboard as pb
+
+    p, sec, fb, mix = delay
+    if rng.random() < p:
+        fx.append(pb.Delay(delay_seconds=float(rng.uniform(*sec)), feedback=float(rng.uniform(*fb)),
+                           mix=float(rng.uniform(*mix))))
+    p, room, wet = reverb
+    if rng.random() < p:
+        fx.append(pb.Reverb(room_size=float(rng.uniform(*room)), wet_level=float(rng.uniform(*wet)), dry_level=1.0))
     y = pb.Pedalboard(fx)(x.astype(np.float32)[None, :], SR)[0]
     return (y / (np.abs(y).max() + 1e-9) * 0.5).astype(np.float32)
 
