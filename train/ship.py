@@ -176,7 +176,7 @@ def _fmt_dev(d: dict | None, task: str) -> str:
 def results_markdown(rows: list[dict]) -> str:
     L = ["# Results: dense vs shipped bundles", "",
          "Scores: cross-soundfont test split (rendered with TimGM6mb; training banks per task below) "
-         "and `shared/dev-real` (real recordings; pitch, onset and instrument only). Latency: one hop "
+         "and `shared/dev-real` (real recordings, for the tasks it has). Latency: one hop "
          "(features + network on its receptive field), single thread, p50, measured at export on the training "
          "machine (2 cores, x86_64). All figures come from the bundle cards or were measured by `python -m train ship`.",
          "",
