@@ -111,4 +111,10 @@ class PitchRefiner:
             f = phase_f0(x1, x2, fc, self.max_cents)
             if f is not None:
                 out[k] = 1200 * math.log2(f / PITCH_FMIN)
+        # later outputs never look further back than the next frame pair: drop what is older (a block's
+        # worth of spectra is all this keeps, not the deque's bound)
+        oldest = first + probs.shape[1] + min(self.la, 0) - 1
+        while self.frames and self.first < oldest:
+            self.frames.popleft()
+            self.first += 1
         return np.concatenate([probs, out[None, :].astype(probs.dtype)])
