@@ -39,7 +39,7 @@ def test_a_sine_lands_in_the_right_pitch_bin():
     assert abs(peak * 20 - cents) <= 20
 
 
-EXPECTED = {"pitch": (PITCH_BINS + 1, 5, -1), "onset": (1, 11, -2), "drums": (3, 11, -2), "chord": (len(CHORDS), 13, 6),
+EXPECTED = {"pitch": (PITCH_BINS + 1, 5, -1), "onset": (1, 11, 3), "drums": (3, 11, 3), "chord": (len(CHORDS), 13, 6),
             "instrument": (len(FAMILIES), 9, 4)}
 
 

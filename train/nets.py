@@ -7,7 +7,8 @@ get exactly the batch outputs. Output frame j belongs to input frame ``j + rf - 
 Look-ahead is in frames past the labelled frame; frames are centred (the window reaches 512 samples,
 32 ms, past a frame's time), so a negative look-ahead makes a net decide before its frame's window is
 complete: the audio it sees ends ``32 + 10 * lookahead`` ms after the labelled time (-3 is the least:
-2 ms). Onset and drums use -2 (12 ms) and pitch -1 (22 ms), for live playing (docs/streaming.md).
+2 ms). Pitch uses -1 (22 ms); onset and drums keep +3 (62 ms): at -2 they lose 10-25 points
+(docs/live-design.md).
 
 Layout (each weighted layer followed by BatchNorm, for the batchnorm trimming criterion):
   input BatchNorm → Conv2d blocks over (frequency, time) with frequency max-pooling
@@ -72,10 +73,10 @@ def task_config(task: str, width: float = 1.0) -> NetConfig:
                          lookahead=-1)
     if task == "onset":  # Schlüter & Böck onset CNN
         return NetConfig(f, 1, conv2d=[(w(16), 7, 3, 3), (w(32), 3, 3, 3)], conv1d=[(w(256), 7)],
-                         dense=[w(128)], lookahead=-2)
+                         dense=[w(128)], lookahead=3)
     if task == "drums":  # the onset CNN with a causal GRU on top (CRNN)
         return NetConfig(f, len(DRUM_CLASSES), conv2d=[(w(16), 7, 3, 3), (w(32), 3, 3, 3)],
-                         conv1d=[(w(256), 7)], gru=w(96), dense=[w(128)], lookahead=-2)
+                         conv1d=[(w(256), 7)], gru=w(96), dense=[w(128)], lookahead=3)
     if task == "chord":  # Carsault et al.'s ConvNet on log-frequency context
         return NetConfig(f, len(CHORDS), conv2d=[(w(16), 5, 5, 2), (w(32), 3, 5, 2)], conv1d=[(w(256), 5)],
                          dense=[w(128)], lookahead=6)
