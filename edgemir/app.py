@@ -13,12 +13,13 @@ import numpy as np
 import torch
 
 from edgemir.bundle import Bundle, find_bundles, load_bundle
-from edgemir.decoders import Event, InstrumentDecoder, make_decoder
+from edgemir.decoders import Event
 from edgemir.engine import Engine, TaskRunner
 from edgemir.errors import UserError
 from edgemir.frontend import N_FFT
 from edgemir.labels import HOP, SAMPLE_RATE, TASKS
 from edgemir.sources import Source
+from edgemir.tasks import REGISTRY, make_decoder
 
 
 def parse_tasks(s: str | None) -> list[str]:
@@ -48,7 +49,6 @@ def load_models(tasks: list[str], models_dir: Path | None, required: bool = True
 
 # hops per model run of the tasks a player hears late: a drummer feels 30 ms (docs/streaming.md); the others run
 # every ``block`` hops
-LIVE_BLOCK = {"onset": 1, "drums": 1, "pitch": 2}
 
 
 def build_engine(bundles: dict[str, Bundle], block: int = 4, decoder_overrides: dict | None = None,
@@ -62,16 +62,13 @@ def build_engine(bundles: dict[str, Bundle], block: int = 4, decoder_overrides: 
         if "thresholds" in kw:
             kw["thresholds"] = tuple(kw["thresholds"])
         runners.append(TaskRunner(task, b.module, b.card, make_decoder(task, **kw),
-                                  block=min(block, LIVE_BLOCK.get(task, block)) if live_blocks else block))
+                                  block=min(block, REGISTRY[task].live_block or block) if live_blocks else block))
     return Engine(runners)
 
 
 def summary_of(engine: Engine) -> dict:
-    out = {}
-    for r in engine.runners:
-        if isinstance(r.decoder, InstrumentDecoder):
-            out["instrument"] = r.decoder.summary()
-    return out
+    """What needs the whole stream: (label, per-window labels) of each ``label``-format task."""
+    return {r.task: r.decoder.summary() for r in engine.runners if REGISTRY[r.task].format == "label"}
 
 
 @dataclass

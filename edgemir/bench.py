@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from edgemir.errors import UserError
-from edgemir.labels import HEADLINE, SAMPLE_RATE, TASKS
+from edgemir.labels import SAMPLE_RATE, TASKS
+from edgemir.tasks import HEADLINE
 
 SCHEMA_VERSION = 1
 

@@ -74,7 +74,9 @@ class TaskModel(nn.Module):
 
 
 def activation_for(task: str) -> str:
-    return "softmax" if task in ("chord", "instrument") else "sigmoid"
+    from edgemir.tasks import REGISTRY
+
+    return REGISTRY[task].activation
 
 
 def weights_sha256(module: nn.Module) -> str:

@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 def card_summary(path: Path, card: dict) -> list[str]:
     """A bundle card in a few lines a person reads (``info --json`` gives the raw card)."""
     from edgemir.labels import FRAME_RATE, HOP, PITCH_BINS, PITCH_CENTS_PER_BIN, PITCH_FMIN, SAMPLE_RATE, note_name
+    from edgemir.tasks import REGISTRY
 
     def fmt(v) -> str:
         return f"{v:.3f}" if isinstance(v, float) else str(v)
@@ -92,7 +93,7 @@ def card_summary(path: Path, card: dict) -> list[str]:
                  f"look-ahead {la:+d})")
     lines.append(f"              context {card.get('receptive_field')} frames of {HOP * 1000 // SAMPLE_RATE} ms"
                  + (f", {lat['p50']:.2f} ms/hop at export" if "p50" in lat else ""))
-    if task == "pitch":
+    if task in REGISTRY and REGISTRY[task].format == "f0":
         import math
 
         bins = int((card.get("architecture") or {}).get("n_out", PITCH_BINS + 1)) - 1  # older bundles: 360

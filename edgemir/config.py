@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edgemir.errors import UserError
 from edgemir.labels import A4_RANGE, TASKS
+from edgemir.tasks import REGISTRY
 
 DEFAULT_PATH = Path("/etc/edgemir/edgemir.toml")
 
@@ -24,13 +25,8 @@ RUN_KEYS = {
     "a4": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and A4_RANGE[0] <= v <= A4_RANGE[1],
            f"a frequency in {A4_RANGE[0]:g}..{A4_RANGE[1]:g} Hz"),
 }
-THRESHOLD_KEYS = {
-    "onset": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "a number in 0..1"),
-    "pitch_voicing": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "a number in 0..1"),
-    "drums": (lambda v: isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) and 0 <= x <= 1 for x in v),
-              "three numbers in 0..1 (kick, snare, hihat)"),
-    "chord_min_frames": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-}
+THRESHOLD_KEYS = {key: (check, what) for spec in REGISTRY.values()
+                  for key, (_, _, check, what) in spec.config.items()}
 
 
 def arg_type(key: str, convert=int):
@@ -94,14 +90,11 @@ def load_config(path: Path | None) -> dict:
 
 
 def decoder_overrides(cfg: dict) -> dict:
+    """[thresholds] keys -> per-task decoder arguments (each task's spec names its keys)."""
     th = cfg.get("thresholds", {})
     out: dict[str, dict] = {}
-    if "onset" in th:
-        out["onset"] = {"threshold": float(th["onset"])}
-    if "pitch_voicing" in th:
-        out["pitch"] = {"threshold": float(th["pitch_voicing"])}
-    if "drums" in th:
-        out["drums"] = {"thresholds": tuple(float(x) for x in th["drums"])}
-    if "chord_min_frames" in th:
-        out["chord"] = {"min_frames": int(th["chord_min_frames"])}
+    for name, spec in REGISTRY.items():
+        for key, (arg, convert, _, _) in spec.config.items():
+            if key in th:
+                out.setdefault(name, {})[arg] = convert(th[key])
     return out

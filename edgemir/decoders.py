@@ -27,7 +27,7 @@ def frame_time(i: int) -> float:
 class Decoder:
     """Base: ``push(probs [C, K], first_frame, levels_db [K])`` -> events; ``finish()`` -> events."""
 
-    task = ""
+    task = ""  # the registry's task name (edgemir.tasks.make_decoder sets it; events carry it)
     delay_frames = 0  # extra frames the decoder waits before deciding
 
     def push(self, probs: np.ndarray, first: int, levels: np.ndarray) -> list[Event]:
@@ -55,7 +55,7 @@ class PitchDecoder(Decoder):
         for k in range(probs.shape[1]):
             f0 = PITCH_FMIN * 2 ** (float(cents[k]) / 1200)
             v = float(voicing[k])
-            out.append(Event(frame_time(first + k), "pitch", f0 if v >= self.threshold else -f0, v, first + k))
+            out.append(Event(frame_time(first + k), self.task, f0 if v >= self.threshold else -f0, v, first + k))
         return out
 
 
@@ -119,7 +119,7 @@ class OnsetDecoder(Decoder):
         self.delay_frames = window
 
     def _events(self, peaks):
-        return [Event(frame_time(f), "onset", a, a, f + self.delay_frames) for f, a in peaks]
+        return [Event(frame_time(f), self.task, a, a, f + self.delay_frames) for f, a in peaks]
 
     def push(self, probs, first, levels):
         return self._events(self.pp.push(probs[0], first))
@@ -136,7 +136,7 @@ class DrumDecoder(Decoder):
         self.delay_frames = window
 
     def _events(self, c, peaks):
-        return [Event(frame_time(f), "drums", DRUM_CLASSES[c], a, f + self.delay_frames, {"velocity": a})
+        return [Event(frame_time(f), self.task, DRUM_CLASSES[c], a, f + self.delay_frames, {"velocity": a})
                 for f, a in peaks]
 
     def push(self, probs, first, levels):
@@ -186,7 +186,7 @@ class ChordDecoder(Decoder):
             self.count += 1
             if self.count >= self.min_frames or self.current < 0:
                 self.current, self.candidate, self.count = best, -1, 0
-                out.append(Event(frame_time(self.cand_start), "chord", CHORDS[best], float(np.exp(self.belief[best])),
+                out.append(Event(frame_time(self.cand_start), self.task, CHORDS[best], float(np.exp(self.belief[best])),
                                  first + k))
         return out
 
@@ -224,11 +224,7 @@ class InstrumentDecoder(Decoder):
             if self.count % self.every == 0 and self.buf:
                 m = np.mean(self.buf, axis=0)
                 i = int(np.argmax(m))
-                out.append(Event(frame_time(first + k), "instrument", FAMILIES[i], float(m[i]), first + k,
+                out.append(Event(frame_time(first + k), self.task, FAMILIES[i], float(m[i]), first + k,
                                  {"posteriors": m.round(4).tolist()}))
         return out
 
-
-def make_decoder(task: str, **kw) -> Decoder:
-    return {"pitch": PitchDecoder, "onset": OnsetDecoder, "drums": DrumDecoder, "chord": ChordDecoder,
-            "instrument": InstrumentDecoder}[task](**kw)

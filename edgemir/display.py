@@ -1,5 +1,7 @@
 """The live terminal display (rich): tuner, chords, onsets, drum grid, instrument, level, status,
-and a banner while the input device is away. Sized for an 80×24 terminal.
+and a banner while the input device is away. Sized for an 80×24 terminal. Each task's panel follows
+its format (edgemir/tasks.py): f0 a tuner, segments the recent labels, times a flash and a rate,
+events a grid per class, label the current label.
 
 The worker thread calls ``update`` and ``log``; rich's refresh thread calls ``render``: a lock keeps
 the two apart, and rendering never runs on the audio path."""
@@ -16,7 +18,8 @@ from rich.table import Table
 from rich.text import Text
 
 from edgemir.decoders import Event
-from edgemir.labels import DRUM_CLASSES, note_name, tuning
+from edgemir.labels import note_name, tuning
+from edgemir.tasks import REGISTRY
 
 GRID = 32  # drum grid columns, 100 ms each
 
@@ -25,17 +28,31 @@ class Dashboard:
     def __init__(self, title: str, tasks: list[str], a4: float = 440.0) -> None:
         self.title = title
         self.a4 = a4  # the tuner's reference
+        self.lock = threading.Lock()
         self.tasks = tasks
-        self.pitch: Event | None = None
-        self.chords: deque[str] = deque(maxlen=6)
-        self.onsets: deque[float] = deque(maxlen=200)
-        self.last_onset_wall = 0.0
-        self.drums: deque[tuple[float, str]] = deque(maxlen=400)
-        self.instrument: Event | None = None
         self.now_t = 0.0
         self.messages: deque[tuple[float, str]] = deque(maxlen=2)
         self.stage = "starting"  # shown until the first status arrives
-        self.lock = threading.Lock()
+
+    @property
+    def tasks(self) -> list[str]:
+        return self._tasks
+
+    @tasks.setter
+    def tasks(self, tasks: list[str]) -> None:
+        """The tasks shown (set once the models are loaded): one panel each, by its format."""
+        with self.lock:
+            self._set_tasks(tasks)
+
+    def _set_tasks(self, tasks: list[str]) -> None:
+        self._tasks = list(tasks)
+        self.format = {t: REGISTRY[t].format for t in tasks if t in REGISTRY}
+        self.last: dict[str, Event] = {}  # f0 and label tasks: the newest event
+        self.labels: dict[str, deque[str]] = {t: deque(maxlen=6) for t, f in self.format.items() if f == "segments"}
+        self.times: dict[str, deque[float]] = {t: deque(maxlen=200) for t, f in self.format.items() if f == "times"}
+        self.flash: dict[str, float] = {}  # times tasks: wall clock of the newest event
+        self.hits: dict[str, deque[tuple[float, str]]] = {t: deque(maxlen=400) for t, f in self.format.items()
+                                                          if f == "events"}
 
     def log(self, msg: str) -> None:
         """A message for the musician (device lost, re-opened, ...): shown on the display."""
@@ -49,21 +66,24 @@ class Dashboard:
     def _update(self, events: list[Event]) -> None:
         for e in events:
             self.now_t = max(self.now_t, e.t)
-            if e.task == "pitch":
-                self.pitch = e
-            elif e.task == "chord":
-                if not self.chords or self.chords[-1] != e.value:
-                    self.chords.append(str(e.value))
-            elif e.task == "onset":
-                self.onsets.append(e.t)
-                self.last_onset_wall = time.perf_counter()
-            elif e.task == "drums":
-                self.drums.append((e.t, str(e.value)))
-            elif e.task == "instrument":
-                self.instrument = e
+            fmt = self.format.get(e.task)
+            if fmt in ("f0", "label"):
+                self.last[e.task] = e
+            elif fmt == "segments":
+                if not self.labels[e.task] or self.labels[e.task][-1] != e.value:
+                    self.labels[e.task].append(str(e.value))
+            elif fmt == "times":
+                self.times[e.task].append(e.t)
+                self.flash[e.task] = time.perf_counter()
+            elif fmt == "events":
+                self.hits[e.task].append((e.t, str(e.value)))
 
-    def _tuner(self) -> Panel:
-        e = self.pitch
+    def _panel(self, task: str) -> Panel:
+        return {"f0": self._tuner, "segments": self._segments, "times": self._times, "events": self._grid,
+                "label": self._label}[self.format[task]](task)
+
+    def _tuner(self, task: str) -> Panel:
+        e = self.last.get(task)
         if e is None or e.value <= 0:
             body = Text("  —  (unvoiced)", style="dim")
         else:
@@ -75,36 +95,38 @@ class Dashboard:
                                  (f"{e.value:7.1f} Hz ", ""), (f"conf {e.confidence:.2f}\n", "dim"), (needle, style))
         return Panel(body, title="tuner" if self.a4 == 440.0 else f"tuner  A4 = {self.a4:g} Hz", height=4)
 
-    def _chords(self) -> Panel:
-        cur = self.chords[-1] if self.chords else "—"
-        prev = "  ".join(list(self.chords)[:-1][-4:])
-        return Panel(Text.assemble((f"{cur}\n", "bold cyan"), (prev, "dim")), title="chord", height=4)
+    def _segments(self, task: str) -> Panel:
+        seen = self.labels[task]
+        cur = seen[-1] if seen else "—"
+        prev = "  ".join(list(seen)[:-1][-4:])
+        return Panel(Text.assemble((f"{cur}\n", "bold cyan"), (prev, "dim")), title=task, height=4)
 
-    def _onsets(self) -> Panel:
-        flash = time.perf_counter() - self.last_onset_wall < 0.15
-        rate = sum(1 for t in self.onsets if t > self.now_t - 5) / 5.0
+    def _times(self, task: str) -> Panel:
+        flash = time.perf_counter() - self.flash.get(task, 0.0) < 0.15
+        rate = sum(1 for t in self.times[task] if t > self.now_t - 5) / 5.0
         return Panel(Text.assemble(("●" if flash else "○", "bold red" if flash else "dim"), f"  {rate:.1f}/s"),
-                     title="onsets", height=3)
+                     title=task, height=3)
 
-    def _drums(self) -> Panel:
+    def _grid(self, task: str) -> Panel:
         t_end = self.now_t
         rows = []
-        for c in DRUM_CLASSES:
+        classes = REGISTRY[task].classes
+        for c in classes:
             cells = [" "] * GRID
-            for t, cls in self.drums:
+            for t, cls in self.hits[task]:
                 k = GRID - 1 - int((t_end - t) / 0.1)
                 if cls == c and 0 <= k < GRID:
                     cells[k] = "■"
             rows.append(Text(f"{c:>5} " + "".join(cells)))
-        return Panel(Group(*rows), title="drums", height=5)
+        return Panel(Group(*rows), title=task, height=2 + len(classes))
 
-    def _instrument(self) -> Panel:
-        e = self.instrument
+    def _label(self, task: str) -> Panel:
+        e = self.last.get(task)
         if e is None:
-            return Panel(Text("—", style="dim"), title="instrument", height=3)
+            return Panel(Text("—", style="dim"), title=task, height=3)
         bar = "█" * int(e.confidence * 10)
         return Panel(Text.assemble((f"{e.value:<11}", "bold magenta"), f"{bar:<10} {e.confidence:.2f}"),
-                     title="instrument", height=3)
+                     title=task, height=3)
 
     def render(self, status: dict | None):
         with self.lock:
@@ -130,18 +152,18 @@ class Dashboard:
         grid = Table.grid(expand=True)
         grid.add_column(ratio=1)
         grid.add_column(ratio=1)
-        left = [self._tuner() if "pitch" in self.tasks else None, self._chords() if "chord" in self.tasks else None]
-        right = [self._onsets() if "onset" in self.tasks else None,
-                 self._instrument() if "instrument" in self.tasks else None]
-        grid.add_row(Group(*[p for p in left if p]), Group(*[p for p in right if p]))
+        # tuner and segments on the left, flashes and labels on the right, event grids below, in registry order
+        order = [t for t in REGISTRY if t in self.format]
+        cols = [[self._panel(t) for f in fs for t in order if self.format[t] == f]
+                for fs in (("f0", "segments"), ("times", "label"))]
+        grid.add_row(Group(*cols[0]), Group(*cols[1]))
         parts = [Text(self.title, style="bold")]
         lost = status.get("lost_for")
         if lost is not None:
             parts.append(Text(f" INPUT DEVICE LOST {lost:5.1f} s — retrying every {status.get('retry_s', 0.5):g} s ",
                               style="bold white on red"))
         parts.append(grid)
-        if "drums" in self.tasks:
-            parts.append(self._drums())
+        parts.extend(self._panel(t) for t in order if self.format[t] == "events")
         parts.append(meter)
         if status.get("hops", 0) == 0 or status["latency_p50_ms"] != status["latency_p50_ms"]:  # nan: none yet
             lat = "latency warming up"

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from edgemir.decoders import Decoder, Event, make_decoder
+from edgemir.decoders import Decoder, Event
 from edgemir.frontend import N_BINS, N_FFT, StreamingSTFT, frame_levels_db
 from edgemir.labels import FRAME_RATE, HOP, SAMPLE_RATE
 from edgemir.refine import PitchRefiner
+from edgemir.tasks import REGISTRY, make_decoder
 
 
 class TaskRunner:
@@ -36,8 +37,8 @@ class TaskRunner:
         self.la = int(card["lookahead"])
         self.block = max(1, block)
         self.decoder = decoder or make_decoder(task)
-        # pitch: the STFT phase refines the model's coarse f0 (tuner precision); its cents row is decoded
-        self.refiner = PitchRefiner(self.la) if task == "pitch" else None
+        # f0: the STFT phase refines the model's coarse f0 (tuner precision); its cents row is decoded
+        self.refiner = PitchRefiner(self.la) if REGISTRY[task].refine else None
         self.silence = torch.zeros(1, N_BINS)
         with torch.no_grad():  # left context of silence before the first frame, as in training
             y, self.state = module.step(self.silence.repeat(self.rf - 1 - self.la, 1), module.initial_stream())

@@ -135,17 +135,6 @@ class FeatureBank(nn.Module):
         return self.f
 
 
-FEATURE_SPECS: dict[str, dict] = {
-    # pitch: 20-cent bins from C1, the salience axis itself (input bin k = output bin k)
-    "pitch": {"kind": "logfreq", "bins_per_octave": 60, "n_bins": 420, "fmin": PITCH_FMIN},
-    "onset": {"kind": "mel", "n_mels": 80},
-    "drums": {"kind": "mel", "n_mels": 80},
-    # chord: 24 bins/octave from C2 over 6 octaves (pitch shift = crop shift of 2 bins/semitone)
-    "chord": {"kind": "logfreq", "bins_per_octave": 24, "n_bins": 144, "fmin": PITCH_FMIN * 2},
-    "instrument": {"kind": "mel", "n_mels": 64},
-}
-
-
 def bank_for(spec: dict, shift_margin: int = 0) -> np.ndarray:
     """The filterbank of a feature spec; ``shift_margin`` extra log bins on each side (training)."""
     if spec["kind"] == "mel":

@@ -69,9 +69,6 @@ def hz_to_cents(f: float) -> float:
     return 1200.0 * math.log2(f / PITCH_FMIN)
 
 
-# each task's headline metric (the key of its mir_eval summary), used by bench, training and reports
-HEADLINE: dict[str, str] = {"pitch": "rpa", "onset": "f", "chord": "majmin", "drums": "mean_f", "instrument": "accuracy"}
-
 A4_RANGE: tuple[float, float] = (415.0, 466.0)  # concert pitch a tuner accepts (baroque 415 to 466)
 
 

@@ -17,6 +17,7 @@ from edgemir import formats as fmt
 from edgemir.decoders import Event
 from edgemir.errors import UserError
 from edgemir.labels import NO_FAMILY
+from edgemir.tasks import REGISTRY
 
 
 def _num(x, digits: int) -> float | None:
@@ -97,27 +98,28 @@ class OscSink:
         except (OSError, UnicodeError) as e:
             raise UserError(f"--osc: cannot resolve host {host!r} ({getattr(e, 'strerror', None) or e})") from None
         self.client = UDPClient(host, int(port))
-        self.voiced = False
+        self.voiced: set[str] = set()  # f0 tasks whose last message was a voiced frame
 
     def _message(self, e: Event) -> tuple[str, list] | None:
         c = float(e.confidence)
-        if e.task == "pitch":
-            if e.value > 0:
-                self.voiced = True
-                return "/edgemir/pitch", [float(e.value), c]
-            if self.voiced:  # the voice stopped: tell the receiver once, so no note hangs
-                self.voiced = False
-                return "/edgemir/pitch", [0.0, c]
+        spec = REGISTRY.get(e.task)
+        if spec is None:
             return None
-        if e.task == "onset":
-            return "/edgemir/onset", [float(e.value)]
-        if e.task == "chord":
-            return "/edgemir/chord", [str(e.value)]
-        if e.task == "drums":
-            return "/edgemir/drum", [str(e.value), float(e.extra.get("velocity", c))]
-        if e.task == "instrument":
-            return "/edgemir/instrument", [str(e.value), c]
-        return None
+        if spec.format == "f0":
+            if e.value > 0:
+                self.voiced.add(e.task)
+                return spec.osc, [float(e.value), c]
+            if e.task in self.voiced:  # the voice stopped: tell the receiver once, so no note hangs
+                self.voiced.discard(e.task)
+                return spec.osc, [0.0, c]
+            return None
+        if spec.format == "times":
+            return spec.osc, [float(e.value)]
+        if spec.format == "events":
+            return spec.osc, [str(e.value), float(e.extra.get("velocity", c))]
+        if spec.format == "segments":
+            return spec.osc, [str(e.value)]
+        return spec.osc, [str(e.value), c]
 
     def emit(self, e: Event, latency_ms: float | None) -> None:
         from pythonosc.osc_bundle_builder import OscBundleBuilder
@@ -145,11 +147,12 @@ class OscSink:
 
 class AnalysisWriter:
     """One analysed file's outputs, written as events arrive so memory stays flat on long files:
-    ``<name>.f0.csv``, ``.onsets``, ``.drums``, ``.lab``, ``.label`` (+ ``.instrument.lab`` for long
-    files) and ``<name>.json`` with every event. Files take their final names only on ``close``;
-    ``abort`` removes them, so a failed analysis never leaves half-written results."""
+    ``<name>`` plus each task's suffix (``.f0.csv``, ``.onsets``, ``.drums``, ``.lab``, ``.label``, and
+    ``.instrument.lab`` per window on long files) and ``<name>.json`` with every event. Files take their
+    final names only on ``close``; ``abort`` removes them, so a failed analysis never leaves half-written
+    results."""
 
-    STREAMED = {"pitch": ".f0.csv", "onset": ".onsets", "drums": ".drums"}
+    STREAMED = ("f0", "times", "events")  # formats written line by line as events arrive
 
     def __init__(self, out: Path, name: str, tasks: list[str], duration: float) -> None:
         self.out, self.name, self.tasks, self.duration = Path(out), name, tasks, duration
@@ -158,11 +161,11 @@ class AnalysisWriter:
         except OSError as e:
             raise UserError(f"cannot write to {out}: {e.strerror}") from None
         self.parts: dict[Path, Path] = {}
-        self.files = {t: self._open(suffix) for t, suffix in self.STREAMED.items() if t in tasks}
+        self.files = {t: self._open(REGISTRY[t].suffix) for t in tasks if REGISTRY[t].format in self.STREAMED}
         self.json = self._open(".json")
         self.json.write(json.dumps({"name": name, "duration": duration, "tasks": tasks})[:-1] + ', "events": [')
         self.n_json = 0
-        self.chords: list[tuple[float, str]] = []  # changes only: a few per minute
+        self.segments: dict[str, list[tuple[float, str]]] = {t: [] for t in tasks if REGISTRY[t].format == "segments"}
 
     def _open(self, suffix: str):
         final = self.out / f"{self.name}{suffix}"
@@ -177,34 +180,31 @@ class AnalysisWriter:
     def emit(self, e: Event, latency_ms: float | None = None) -> None:
         if e.t > self.duration + 1e-9:  # outputs of the silent right context after the end
             return
-        if e.task == "pitch" and "pitch" in self.files:
-            self.files["pitch"].write(fmt.f0_line(e.t, e.value))
-        elif e.task == "onset" and "onset" in self.files:
-            self.files["onset"].write(fmt.time_line(e.t))
-        elif e.task == "drums" and "drums" in self.files:
-            self.files["drums"].write(fmt.drum_line(e.t, e.value))
-        elif e.task == "chord":
-            self.chords.append((e.t, e.value))
+        spec = REGISTRY.get(e.task)
+        if e.task in self.files:
+            line = {"f0": fmt.f0_line, "times": lambda t, _: fmt.time_line(t), "events": fmt.drum_line}[spec.format]
+            self.files[e.task].write(line(e.t, e.value))
+        elif e.task in self.segments:
+            self.segments[e.task].append((e.t, e.value))  # changes only: a few per minute
         self.json.write(("," if self.n_json else "") + json.dumps(event_dict(e, None), default=_np, allow_nan=False))
         self.n_json += 1
 
     def flush(self) -> None: ...
 
     def close(self, summary: dict, long_file_s: float = 8.0) -> list[Path]:
-        """Write what needs the whole stream (chord segments, instrument labels) and publish."""
-        if "chord" in self.tasks:
-            with self._open(".lab") as f:
-                f.write("".join(fmt.lab_line(*s) for s in fmt.chord_segments(self.chords, self.duration)))
-        if "instrument" in self.tasks:
-            whole, windows = summary.get("instrument", (None, []))
-            with self._open(".label") as f:
+        """Write what needs the whole stream (segments, file labels) and publish."""
+        for t, changes in self.segments.items():
+            with self._open(REGISTRY[t].suffix) as f:
+                f.write("".join(fmt.lab_line(*s) for s in fmt.chord_segments(changes, self.duration)))
+        js = dict(summary)
+        for t in (t for t in self.tasks if REGISTRY[t].format == "label"):
+            whole, windows = summary.get(t, (None, []))
+            with self._open(REGISTRY[t].suffix) as f:
                 f.write((whole or NO_FAMILY) + "\n")
             if self.duration > long_file_s:
-                with self._open(".instrument.lab") as f:
-                    f.write("".join(fmt.lab_line(a, min(b, self.duration), fam) for a, b, fam in windows))
-        js = {k: v for k, v in summary.items() if k != "instrument"}
-        if "instrument" in summary:
-            js["instrument"] = {"family": summary["instrument"][0], "windows": summary["instrument"][1]}
+                with self._open(f".{t}.lab") as f:
+                    f.write("".join(fmt.lab_line(a, min(b, self.duration), lab) for a, b, lab in windows))
+            js[t] = {"family": whole, "windows": windows}
         self.json.write('], "summary": ' + json.dumps(js, default=_np) + "}")
         for f in [*self.files.values(), self.json]:
             f.close()

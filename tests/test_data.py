@@ -11,6 +11,7 @@ import soundfile as sf
 from conftest import run_cli
 
 from edgemir.labels import CHORDS, FAMILIES, SAMPLE_RATE
+from edgemir.tasks import REGISTRY
 from train import annotations as ann
 
 
@@ -51,7 +52,7 @@ def test_every_task_writes_audio_and_annotations(tiny_data):
         names = ann.list_items(task, d / "train")
         x, sr = sf.read(d / "train" / f"{names[0]}.wav")
         assert sr == SAMPLE_RATE and x.ndim == 1 and np.abs(x).max() > 0.01
-        ref = ann.read_annotation(task, d / "train" / (names[0] + ann.SUFFIX[task]))
+        ref = ann.read_annotation(task, d / "train" / (names[0] + REGISTRY[task].suffix))
         if task == "pitch":
             t, f0 = ref
             assert np.allclose(np.diff(t), 0.01, atol=1e-6)

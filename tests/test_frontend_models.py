@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from edgemir.frontend import FEATURE_SPECS, N_BINS, StreamingSTFT, bank_for, batch_spectrum
+from edgemir.frontend import N_BINS, StreamingSTFT, bank_for, batch_spectrum
 from edgemir.labels import CHORDS, FAMILIES, PITCH_BINS, SAMPLE_RATE
+from edgemir.tasks import REGISTRY
 from train.nets import build, count_params, task_config
 
 
@@ -32,7 +33,7 @@ def test_a_sine_lands_in_the_right_pitch_bin():
     f = 440.0
     x = np.sin(2 * np.pi * f * np.arange(16000) / 16000).astype(np.float32)
     spec = batch_spectrum(torch.from_numpy(x))
-    bank = torch.from_numpy(bank_for(FEATURE_SPECS["pitch"]))
+    bank = torch.from_numpy(bank_for(REGISTRY["pitch"].features))
     feats = spec @ bank.t()
     peak = int(feats[50].argmax())
     cents = 1200 * np.log2(f / 32.703195662574764)

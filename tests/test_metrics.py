@@ -10,13 +10,14 @@ import pytest
 from conftest import run_cli
 
 from edgemir.errors import UserError
-from train import annotations as ann
+from edgemir.labels import DRUM_CLASSES
+from edgemir.tasks import REGISTRY
 from train import metrics
 
 
 def _copy_refs(task, src, dst):
     dst.mkdir()
-    for p in src.glob("*" + ann.SUFFIX[task]):
+    for p in src.glob("*" + REGISTRY[task].suffix):
         shutil.copy(p, dst / p.name)
 
 
@@ -67,7 +68,7 @@ def test_wrong_chords_lose_their_duration():
 def test_drums_per_class_and_instrument_accuracy():
     ref = {"kick": np.array([0.5, 1.0]), "snare": np.array([0.75]), "hihat": np.array([0.5, 0.625, 0.75, 0.875])}
     est = {"kick": ref["kick"], "snare": np.array([]), "hihat": ref["hihat"]}
-    s = metrics.drum_scores(ref, est)
+    s = metrics.event_scores(ref, est, DRUM_CLASSES)
     assert s["kick"] == 1.0 and s["snare"] == 0.0 and abs(s["mean_f"] - 2 / 3) < 1e-9
     per = {"a": {"ref": "brass", "est": "brass"}, "b": {"ref": "reed", "est": "brass"}}
     agg = metrics.aggregate("instrument", per)

@@ -13,14 +13,7 @@ import numpy as np
 from edgemir.errors import UserError
 from edgemir.formats import write_drums, write_f0, write_lab, write_label, write_times  # noqa: F401
 from edgemir.labels import DRUM_CLASSES, FAMILIES
-
-SUFFIX = {
-    "pitch": ".f0.csv",
-    "onset": ".onsets",
-    "chord": ".lab",
-    "drums": ".drums",
-    "instrument": ".label",
-}
+from edgemir.tasks import REGISTRY
 
 
 def _lines(path: Path):
@@ -107,12 +100,12 @@ def read_chords(path: Path) -> tuple[np.ndarray, list[str]]:
 
 
 # -- drums -----------------------------------------------------------------------------------
-def read_drums(path: Path) -> dict[str, np.ndarray]:
-    out: dict[str, list[float]] = {c: [] for c in DRUM_CLASSES}
+def read_drums(path: Path, classes: tuple[str, ...] = DRUM_CLASSES) -> dict[str, np.ndarray]:
+    out: dict[str, list[float]] = {c: [] for c in classes}
     for i, s in _lines(path):
         parts = s.split()
         if len(parts) != 2 or parts[1] not in out:
-            raise _bad(path, i, f"expected 'time<TAB>kick|snare|hihat', got {s!r}")
+            raise _bad(path, i, f"expected 'time<TAB>{'|'.join(classes)}', got {s!r}")
         try:
             out[parts[1]].append(float(parts[0]))
         except ValueError:
@@ -121,13 +114,13 @@ def read_drums(path: Path) -> dict[str, np.ndarray]:
 
 
 # -- instrument ------------------------------------------------------------------------------
-def read_label(path: Path) -> str:
+def read_label(path: Path, classes: tuple[str, ...] = FAMILIES) -> str:
     lines = list(_lines(path))
     if len(lines) != 1:
-        raise UserError(f"{path}: expected exactly one family name")
+        raise UserError(f"{path}: expected exactly one label")
     i, s = lines[0]
-    if s not in FAMILIES:
-        raise _bad(path, i, f"{s!r} is not one of {', '.join(FAMILIES)}")
+    if s not in classes:
+        raise _bad(path, i, f"{s!r} is not one of {', '.join(classes)}")
     return s
 
 
@@ -136,14 +129,17 @@ def read_instrument_lab(path: Path) -> tuple[np.ndarray, list[str]]:
 
 
 def read_annotation(task: str, path: Path):
-    """The reference of one item for a task, in the metrics' native form."""
-    return {
-        "pitch": read_f0,
-        "onset": read_onsets,
-        "chord": read_chords,
-        "drums": read_drums,
-        "instrument": read_label,
-    }[task](path)
+    """The reference of one item for a task, in the metrics' native form (by the task's format)."""
+    spec = REGISTRY[task]
+    if spec.format == "f0":
+        return read_f0(path)
+    if spec.format == "times":
+        return read_onsets(path)
+    if spec.format == "events":
+        return read_drums(path, spec.classes)
+    if spec.format == "segments":
+        return read_chords(path)  # spans of Harte labels: references may use any (the metric maps them)
+    return read_label(path, spec.classes)
 
 
 def list_items(task: str, folder: Path) -> list[str]:
@@ -151,7 +147,7 @@ def list_items(task: str, folder: Path) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: not a folder")
-    suf = SUFFIX[task]
+    suf = REGISTRY[task].suffix
     names = sorted(p.name[: -len(suf)] for p in folder.glob("*" + suf))
     if not names:
         raise UserError(f"{folder}: no '*{suf}' annotations for task {task}")

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from edgemir.audio_io import read_audio  # the device's reader: one code path for audio in
-from edgemir.frontend import FEATURE_SPECS, N_BINS, FeatureBank, bank_for, batch_spectrum, frame_levels_db
-from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES, FRAME_RATE, PITCH_BINS, hz_to_cents
+from edgemir.frontend import N_BINS, FeatureBank, bank_for, batch_spectrum, frame_levels_db
+from edgemir.labels import FRAME_RATE, PITCH_BINS, hz_to_cents
+from edgemir.tasks import REGISTRY
 from train import annotations as ann
 
 IGNORE = -100
@@ -28,41 +29,40 @@ class Item:
     audio_path: Path
 
 
+def _spread(y: np.ndarray, k: int, times) -> None:
+    """Event targets: 1 on the event's frame, 0.5 on its neighbours (target widening)."""
+    n = len(y)
+    for t in times:
+        i = int(round(t * FRAME_RATE))
+        for d, v in ((-1, 0.5), (1, 0.5), (0, 1.0)):
+            if 0 <= i + d < n:
+                y[i + d, k] = max(y[i + d, k], v)
+
+
 def frame_targets(task: str, path: Path, n: int) -> np.ndarray:
-    if task == "pitch":
+    """Per-frame targets by the task's format: cents (NaN unvoiced), per-class event flags, class indices."""
+    spec = REGISTRY[task]
+    if spec.format == "f0":
         t, f = ann.read_f0(path)
         idx = np.clip(np.round(t * FRAME_RATE).astype(int), 0, None)
         cents = np.full(n, np.nan, dtype=np.float32)
         ok = (idx < n) & (f > 0)
         cents[idx[ok]] = [hz_to_cents(v) for v in f[ok]]
         return cents
-    if task == "onset":
-        y = np.zeros((n, 1), np.float32)
-        for t in ann.read_onsets(path):
-            i = int(round(t * FRAME_RATE))
-            for d, v in ((-1, 0.5), (1, 0.5), (0, 1.0)):
-                if 0 <= i + d < n:
-                    y[i + d, 0] = max(y[i + d, 0], v)
+    if spec.format in ("times", "events"):
+        y = np.zeros((n, len(spec.classes)), np.float32)
+        ref = ann.read_annotation(task, path)
+        for k, c in enumerate(spec.classes):
+            _spread(y, k, ref if spec.format == "times" else ref[c])
         return y
-    if task == "drums":
-        y = np.zeros((n, len(DRUM_CLASSES)), np.float32)
-        for c, times in ann.read_drums(path).items():
-            k = DRUM_CLASSES.index(c)
-            for t in times:
-                i = int(round(t * FRAME_RATE))
-                for d, v in ((-1, 0.5), (1, 0.5), (0, 1.0)):
-                    if 0 <= i + d < n:
-                        y[i + d, k] = max(y[i + d, k], v)
-        return y
-    if task == "chord":
-        iv, labs = ann.read_lab(path, CHORDS)
+    if spec.format == "segments":
+        iv, labs = ann.read_lab(path, spec.classes)
         y = np.zeros(n, np.int64)
         t = np.arange(n) / FRAME_RATE
         for (a, b), lab in zip(iv, labs):
-            y[(t >= a) & (t < b)] = CHORDS.index(lab)
+            y[(t >= a) & (t < b)] = spec.classes.index(lab)
         return y
-    fam = ann.read_label(path)
-    return np.full(n, FAMILIES.index(fam), np.int64)
+    return np.full(n, spec.classes.index(ann.read_label(path, spec.classes)), np.int64)
 
 
 def load_split(task: str, folder: Path, limit: int | None = None) -> list[Item]:
@@ -73,7 +73,7 @@ def load_split(task: str, folder: Path, limit: int | None = None) -> list[Item]:
         x = read_audio(wav)
         spec = batch_spectrum(torch.from_numpy(x))
         lv = frame_levels_db(spec)
-        tg = frame_targets(task, Path(folder) / (nme + ann.SUFFIX[task]), spec.shape[0])
+        tg = frame_targets(task, Path(folder) / (nme + REGISTRY[task].suffix), spec.shape[0])
         items.append(Item(nme, spec.half(), tg, lv, wav))
     return items
 
@@ -91,7 +91,7 @@ class Batcher:
         self.task, self.items, self.rf, self.la, self.length = task, items, rf, la, length
         self.augment = augment
         self.rng = np.random.default_rng(seed)
-        spec = FEATURE_SPECS[task]
+        spec = REGISTRY[task].features
         # log-frequency tasks get a margin for pitch shifting (2 bins/semitone chord, 5 pitch)
         self.margin = {"pitch": 30, "chord": 12}.get(task, 0)
         self.step = 0 if spec["kind"] == "mel" else spec["bins_per_octave"] // 12
@@ -148,11 +148,12 @@ class Batcher:
         return feats, self._targets(np.stack(tgs), np.stack(lvs), shift)
 
     def _pad_target(self, tg):
-        if self.task == "pitch":
+        fmt = REGISTRY[self.task].format
+        if fmt == "f0":
             return np.full((1,), np.nan, np.float32)
-        if self.task in ("onset", "drums"):
+        if fmt in ("times", "events"):
             return np.zeros((1, tg.shape[1]), np.float32)
-        return np.full((1,), IGNORE if self.task == "instrument" else 0, np.int64)
+        return np.full((1,), IGNORE if fmt == "label" else 0, np.int64)  # segments: padding is "N"
 
     def _augment(self, spec: torch.Tensor) -> torch.Tensor:
         B = spec.shape[0]
@@ -174,11 +175,12 @@ class Batcher:
         return spec
 
     def _targets(self, tg: np.ndarray, lv: np.ndarray, shift: int):
-        if self.task == "pitch":
+        fmt = REGISTRY[self.task].format
+        if fmt == "f0":
             # shifting the crop up by k bins moves every pitch down k bins on the salience axis
             cents = torch.from_numpy(tg).float() - shift * 20.0
             return cents
-        if self.task == "chord":
+        if fmt == "segments":  # the vocabulary's root rotates with a pitch shift: N, 12 majors, 12 minors
             y = torch.from_numpy(tg)
             semis = shift // self.step if self.step else 0
             if semis:
@@ -189,7 +191,7 @@ class Batcher:
                 rot[m] = 1 + q * 12 + (r - semis) % 12
                 y = rot
             return y
-        if self.task == "instrument":
+        if fmt == "label":  # silent frames carry no label
             y = torch.from_numpy(tg).clone()
             y[torch.from_numpy(lv < -60)] = IGNORE
             return y

@@ -24,19 +24,22 @@ from edgemir.bundle import (
     weights_sha256,
 )
 from edgemir.errors import UserError
-from edgemir.frontend import FEATURE_SPECS, N_BINS, FeatureBank, bank_for
-from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES, FRAME_RATE, HOP, SAMPLE_RATE
+from edgemir.frontend import N_BINS, FeatureBank, bank_for
+from edgemir.labels import FRAME_RATE, HOP, SAMPLE_RATE
+from edgemir.tasks import REGISTRY
 from train.nets import FrameNet
 
-LABELS = {"pitch": ["salience_360x20c_from_C1", "voicing"], "onset": ["onset"], "drums": list(DRUM_CLASSES),
-          "chord": list(CHORDS), "instrument": list(FAMILIES)}
+
+def card_labels(task: str, net: FrameNet) -> list[str]:
+    """The names of a bundle's output rows: the task's classes, or salience bins and voicing for f0."""
+    return list(REGISTRY[task].classes) or [f"salience_{net.out_bins}x20c_from_C1", "voicing"]
 
 
 def task_model(task: str, net: FrameNet) -> TaskModel:
     state = net.cfg_dict["gru"] if hasattr(net.rnn, "gru") else 0
     if state:
         state = net.rnn.gru.hidden_size
-    return TaskModel(FeatureBank(bank_for(FEATURE_SPECS[task])), net.eval(), activation_for(task), state)
+    return TaskModel(FeatureBank(bank_for(REGISTRY[task].features)), net.eval(), activation_for(task), state)
 
 
 def flops_per_second(model: TaskModel) -> int:
@@ -83,8 +86,8 @@ def export(task: str, net: FrameNet, path: Path, info: dict, decoder: dict | Non
     model = task_model(task, net)
     params = sum(p.numel() for p in net.parameters())
     card = {
-        "task": task, "labels": LABELS[task], "sample_rate": SAMPLE_RATE, "hop": HOP,
-        "features": FEATURE_SPECS[task], "receptive_field": net.receptive_field, "lookahead": net.lookahead,
+        "task": task, "labels": card_labels(task, net), "sample_rate": SAMPLE_RATE, "hop": HOP,
+        "features": REGISTRY[task].features, "receptive_field": net.receptive_field, "lookahead": net.lookahead,
         "architecture": net.cfg_dict, "params": params, "nonzero_params": nonzero_params(net),
         "flops_per_second": flops_per_second(model), "decoder": decoder or {},
     }

@@ -15,11 +15,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgemir.audio_io import read_audio
-from edgemir.decoders import make_decoder
 from edgemir.engine import Engine, TaskRunner, analyze_array
 from edgemir.errors import UserError
 from edgemir.formats import chord_segments
-from edgemir.labels import DRUM_CLASSES, FAMILIES, PITCH_BINS
+from edgemir.labels import PITCH_BINS
+from edgemir.tasks import HEADLINE, REGISTRY, make_decoder
 from train import metrics
 from train.dataset import IGNORE, Batcher, Item, load_split, pitch_salience_target
 from train.export import task_model
@@ -28,11 +28,9 @@ from train.nets import FrameNet, build
 console = Console(stderr=True)
 STEPS_PER_EPOCH = 150
 FIT_SETTINGS = ("task", "epochs", "steps", "batch", "lr", "seed", "width")  # what makes two dense trainings the same
-THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-# onset and drums peak-picking windows (frames each side; 0 decides within the frame). Tuning keeps, among the
-# settings within LATENCY_TOLERANCE of the best score, those of the lowest decoder delay (a peak-picking window,
-# a chord's minimum duration), and the best of them.
-WINDOWS = (0, 1, 2)
+# Decoder tuning (each task's grid is in its registry spec) keeps, among the settings within LATENCY_TOLERANCE
+# of the best score, those of the lowest decoder delay (a peak-picking window, a chord's minimum duration),
+# and the best of them.
 LATENCY_TOLERANCE = 0.005
 
 
@@ -42,12 +40,14 @@ def seed_all(seed: int) -> None:
 
 
 def loss_fn(task: str, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    if task == "pitch":
+    """The task's loss (its spec's ``loss``): salience + voicing, per-class events, or one class per frame."""
+    kind = REGISTRY[task].loss
+    if kind == "salience":
         sal, voiced = pitch_salience_target(target)
         l_sal = F.binary_cross_entropy_with_logits(y[:, :PITCH_BINS], sal, reduction="none").mean(1)
         l_sal = (l_sal * voiced).sum() / voiced.sum().clamp(min=1)
         return l_sal + 0.5 * F.binary_cross_entropy_with_logits(y[:, PITCH_BINS], voiced)
-    if task in ("onset", "drums"):
+    if kind == "bce":
         t = target.transpose(1, 2)
         return F.binary_cross_entropy_with_logits(y, t, pos_weight=torch.tensor(5.0))
     return F.cross_entropy(y, target, ignore_index=IGNORE)
@@ -58,7 +58,7 @@ def distill_loss(task: str, y: torch.Tensor, teacher: torch.Tensor, target: torc
     dense parent's soft ones, in each task's own likelihood. Sigmoid outputs (pitch salience and voicing,
     onsets, drums) are matched per unit by binary cross-entropy; softmax tasks by cross-entropy on the
     frames the task loss scores (instrument ignores silent frames). Minimal where ``y == teacher``."""
-    if task in ("pitch", "onset", "drums"):
+    if REGISTRY[task].sigmoid:
         return F.binary_cross_entropy_with_logits(y, torch.sigmoid(teacher))
     ce = -(F.softmax(teacher, 1) * F.log_softmax(y, 1)).sum(1)  # (batch, frames)
     keep = (target != IGNORE).float()
@@ -112,35 +112,28 @@ def estimate(task: str, rec: RecordingDecoder, n_frames: int, dur: float, **kw):
     """Events -> the metric's estimate format (what ``edgemir analyze`` writes)."""
     ev, dec = rec.replay(task, n_frames, **kw)
     ev = [e for e in ev if e.t <= dur + 1e-9]
-    if task == "pitch":
+    spec = REGISTRY[task]
+    if spec.format == "f0":
         return np.array([e.t for e in ev]), np.array([e.value for e in ev])
-    if task == "onset":
+    if spec.format == "times":
         return np.array([e.t for e in ev])
-    if task == "drums":
-        return {c: np.array([e.t for e in ev if e.value == c]) for c in DRUM_CLASSES}
-    if task == "chord":
+    if spec.format == "events":
+        return {c: np.array([e.t for e in ev if e.value == c]) for c in spec.classes}
+    if spec.format == "segments":
         segs = chord_segments([(e.t, e.value) for e in ev], dur)
         return np.array([[a, b] for a, b, _ in segs]), [s[2] for s in segs]
     whole, _ = dec.summary()
-    return whole or FAMILIES[0]
+    return whole or spec.classes[0]
 
 
 def reference(task: str, it: Item):
     from train import annotations as ann
 
-    return ann.read_annotation(task, it.audio_path.with_name(it.name + ann.SUFFIX[task]))
+    return ann.read_annotation(task, it.audio_path.with_name(it.name + REGISTRY[task].suffix))
 
 
 def decoder_grid(task: str) -> list[dict]:
-    if task == "pitch":
-        return [{"threshold": t} for t in THRESHOLDS]
-    if task == "onset":
-        return [{"threshold": t, "window": w} for w in WINDOWS for t in THRESHOLDS]
-    if task == "drums":
-        return [{"thresholds": (t, t, t), "window": w} for w in WINDOWS for t in THRESHOLDS]
-    if task == "chord":
-        return [{"stay": s, "min_frames": m} for s in (0.9, 0.99, 0.995) for m in (5, 10, 20, 30)]
-    return [{}]
+    return [dict(kw) for kw in REGISTRY[task].grid]
 
 
 def score(task: str, recs, kw: dict) -> dict:
@@ -153,7 +146,7 @@ def score(task: str, recs, kw: dict) -> dict:
 
 
 def headline(task: str, summary: dict) -> float:
-    return float(summary[metrics.HEADLINE[task]])
+    return float(summary[HEADLINE[task]])
 
 
 def tune_and_score(task: str, net: FrameNet, items: list[Item], decoder: dict | None = None) -> tuple[dict, dict]:
@@ -162,23 +155,24 @@ def tune_and_score(task: str, net: FrameNet, items: list[Item], decoder: dict | 
 
 
 def tune_on(task: str, recs: list, decoder: dict | None = None) -> tuple[dict, dict]:
-    """Best decoder settings (by ``metrics.TUNE``) for recorded engine outputs, and their summary."""
+    """Best decoder settings (by the spec's ``tune`` key) for recorded engine outputs, and their summary."""
     grid = [decoder] if decoder is not None else decoder_grid(task)
     tried = [(kw, score(task, recs, kw)) for kw in grid]
-    if task == "drums" and decoder is None:
+    classes = REGISTRY[task].classes
+    if REGISTRY[task].per_class_thresholds and decoder is None:
         # each class's F depends on its own threshold only: take the best one per class (per window)
         for w in sorted({kw.get("window", 2) for kw, _ in tried}):
             same = [r for r in tried if r[0].get("window", 2) == w]
             per_class = tuple(max(same, key=lambda r, c=c: r[1][c])[0]["thresholds"][i]
-                              for i, c in enumerate(DRUM_CLASSES))
+                              for i, c in enumerate(classes))
             kw = {"thresholds": per_class, "window": w}
             tried.append((kw, score(task, recs, kw)))
     if decoder is None:  # the lowest decoder delay within the tolerance of the best score
-        best = max(float(r[1][metrics.TUNE[task]]) for r in tried)
-        near = [r for r in tried if float(r[1][metrics.TUNE[task]]) >= best - LATENCY_TOLERANCE]
+        best = max(float(r[1][REGISTRY[task].tune]) for r in tried)
+        near = [r for r in tried if float(r[1][REGISTRY[task].tune]) >= best - LATENCY_TOLERANCE]
         delay = {id(r): make_decoder(task, **r[0]).delay_frames for r in near}
         tried = [r for r in near if delay[id(r)] == min(delay.values())]
-    return max(tried, key=lambda r: float(r[1][metrics.TUNE[task]]))
+    return max(tried, key=lambda r: float(r[1][REGISTRY[task].tune]))
 
 
 # -- training ------------------------------------------------------------------------------
@@ -328,5 +322,5 @@ def fit_command(args) -> None:
            "valid": valid_summary, "test": test_summary, "decoder": kw, "best_epoch": info["best_epoch"],
            "history": info["history"], "train_seconds": round(train_s, 1), "bytes": card["bytes"]}
     (out / "metrics.json").write_text(json.dumps(res, indent=1, default=str))
-    console.print(f"[green]{args.task}[/]: test {metrics.HEADLINE[args.task]} = "
-                  f"{test_summary[metrics.HEADLINE[args.task]]:.3f}, {card['params']} params, {train_s / 60:.1f} min")
+    console.print(f"[green]{args.task}[/]: test {HEADLINE[args.task]} = "
+                  f"{test_summary[HEADLINE[args.task]]:.3f}, {card['params']} params, {train_s / 60:.1f} min")

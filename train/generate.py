@@ -17,6 +17,7 @@ import soundfile as sf
 
 from edgemir.errors import UserError
 from edgemir.labels import FAMILIES, PITCH_CLASSES, SAMPLE_RATE, TASKS, family_of_program
+from edgemir.tasks import REGISTRY
 from train import annotations as ann
 from train import sources as src
 from train.augment import realism
@@ -536,18 +537,20 @@ def gen_instrument_gm(rng, fam: str, bass_high: bool = False) -> tuple[Score, fl
 
 GENERATORS = {"pitch": gen_pitch, "onset": gen_onset, "chord": gen_chord, "drums": gen_drums,
               "instrument": gen_instrument}
+KIT_GENERATORS = (gen_drums,)  # generators that also play the recorded Hydrogen kits (train/kits.py)
 
 
 def write_item(task: str, folder: Path, name: str, audio: np.ndarray, a: dict) -> None:
     sf.write(folder / f"{name}.wav", audio, SAMPLE_RATE, subtype="PCM_16")
-    path = folder / (name + ann.SUFFIX[task])
-    if task == "pitch":
+    path = folder / (name + REGISTRY[task].suffix)
+    fmt = REGISTRY[task].format
+    if fmt == "f0":
         ann.write_f0(path, a["times"], a["f0"])
-    elif task == "onset":
+    elif fmt == "times":
         ann.write_times(path, a["onsets"])
-    elif task == "chord":
+    elif fmt == "segments":
         ann.write_lab(path, a["segments"])
-    elif task == "drums":
+    elif fmt == "events":
         ann.write_drums(path, a["events"])
     else:
         ann.write_label(path, a["family"])
@@ -566,7 +569,7 @@ def write_dataset(task: str, split: str, minutes: float, seed: int, out: Path,
     if version not in (2, 3):
         raise UserError(f"unknown generator version {version} (2 or 3)")
     gm = [Path(soundfont)] if soundfont else gm_soundfonts(split)
-    kits = extra_drum_kits(split) if task == "drums" and soundfont is None else []
+    kits = extra_drum_kits(split) if GENERATORS[task] in KIT_GENERATORS and soundfont is None else []
     fonts = gm + kits
     renderer = Renderer(fonts, n_gm=len(gm))
     out = Path(out)
@@ -586,7 +589,7 @@ def write_dataset(task: str, split: str, minutes: float, seed: int, out: Path,
             write_item(task, out, name, audio, a)
             used = sorted({fonts[f].name for f, _ in score.programs.values()})
             items.append({"name": name, "duration": dur, "soundfonts": used})
-            hist.update(a["labels"] if task != "onset" else ["onset"] * len(a["onsets"]))
+            hist.update(["onset"] * len(a["onsets"]) if REGISTRY[task].format == "times" else a["labels"])
             total += dur
             bar.update(job, advance=dur)
     manifest = {

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from edgemir.bundle import load_bundle
 from edgemir.frontend import N_FFT
-from edgemir.labels import FRAME_RATE, HEADLINE, SAMPLE_RATE
+from edgemir.labels import FRAME_RATE, SAMPLE_RATE
+from edgemir.tasks import HEADLINE, REGISTRY
 from train import metrics
 from train.dataset import load_split
-from train.fit import WINDOWS, model_probs, tune_on
+from train.fit import model_probs, tune_on
 from train.ship import analyzed_scores
 
 
@@ -33,7 +34,8 @@ def rows_for(bundle: Path, data: Path, dev_real: Path | None) -> list[dict]:
     valid = model_probs(task, b.module, card, load_split(task, data / task / "valid"))
     test = model_probs(task, b.module, card, load_split(task, data / task / "test"))
     out = []
-    for w in WINDOWS if task in ("onset", "drums") else (None,):
+    windows = sorted({kw["window"] for kw in REGISTRY[task].grid if "window" in kw}) or [None]
+    for w in windows:
         grid = [kw for kw in _grid(task) if w is None or kw.get("window") == w]
         kw, v = max(((kw, tune_on(task, valid, kw)[1]) for kw in grid), key=lambda r: float(r[1][metrics.TUNE[task]]))
         _, t = tune_on(task, test, kw)

@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 
 from edgemir.errors import UserError
-from train import metrics
+from edgemir.tasks import HEADLINE
 from train.dataset import Batcher
 from train.export import export
 from train.fit import apply_masks, load_data, seed_all, train_epochs, tune_and_score
@@ -132,15 +132,15 @@ class LotteryRun:
         row = {"round": rnd, "params": params, "nonzero_params": nonzero, "remaining": round(remaining, 4),
                "fraction_removed": info["fraction_removed"], "flops_per_second": card["flops_per_second"],
                "bytes": card["bytes"], "latency_ms_p50": card["latency_ms_per_hop"]["p50"],
-               "valid": metrics.HEADLINE[task] and valid[metrics.HEADLINE[task]],
-               "test": test[metrics.HEADLINE[task]], "test_all": test, "decoder": kw, "bundle": str(path.name),
+               "valid": HEADLINE[task] and valid[HEADLINE[task]],
+               "test": test[HEADLINE[task]], "test_all": test, "decoder": kw, "bundle": str(path.name),
                "rate": rate, "best_epoch": train_info.get("best_epoch"), "seconds": info["train_seconds"],
                "commit": self.commit}
         if "dense_fit" in info:
             row["dense_fit"] = info["dense_fit"]
         st["results"].append(row)
         console.log(f"{self.name} round {rnd}: {params} params ({nonzero} non-zero), removed "
-                    f"{row['fraction_removed']:.1%}, test {metrics.HEADLINE[task]} {row['test']:.3f}")
+                    f"{row['fraction_removed']:.1%}, test {HEADLINE[task]} {row['test']:.3f}")
 
     def dense_from_fit(self, run: Path) -> tuple[FrameNet, dict, dict]:
         """Round 0 from a finished ``train fit`` run (its best weights and its epoch-k checkpoint)

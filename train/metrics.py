@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from edgemir.errors import UserError
-from edgemir.labels import DRUM_CLASSES, FAMILIES, HEADLINE, NO_FAMILY
+from edgemir.labels import NO_FAMILY
+from edgemir.tasks import REGISTRY
 from train import annotations as ann
 
 WINDOW = 0.05  # onset and drum tolerance, seconds
@@ -36,17 +37,18 @@ def onset_scores(ref: np.ndarray, est: np.ndarray) -> dict[str, float]:
     return {"f": float(f), "p": float(p), "r": float(r), "n_ref": int(len(ref)), "n_est": int(len(est))}
 
 
-def drum_scores(ref: dict, est: dict) -> dict[str, float]:
+def event_scores(ref: dict, est: dict, classes: tuple[str, ...]) -> dict[str, float]:
+    """Onset F per class (1.0 where a class has neither reference nor estimate) and their mean."""
     import mir_eval
 
     out = {}
-    for c in DRUM_CLASSES:
+    for c in classes:
         r, e = np.asarray(ref.get(c, [])), np.asarray(est.get(c, []))
         if len(r) == 0 and len(e) == 0:
             out[c] = 1.0
         else:
             out[c] = float(mir_eval.onset.f_measure(r, e, window=WINDOW)[0])
-    out["mean_f"] = float(np.mean([out[c] for c in DRUM_CLASSES]))
+    out["mean_f"] = float(np.mean([out[c] for c in classes]))
     return out
 
 
@@ -68,19 +70,20 @@ def aggregate(task: str, per_item: dict[str, dict]) -> dict[str, float]:
     if not per_item:
         raise UserError("nothing to score")
     vals = list(per_item.values())
-    if task == "instrument":
+    spec = REGISTRY[task]
+    if spec.format == "label":
         refs = [v["ref"] for v in vals]
         ests = [v["est"] for v in vals]
         acc = float(np.mean([r == e for r, e in zip(refs, ests)]))
         f1s = []
-        for fam in FAMILIES:
+        for fam in spec.classes:
             tp = sum(r == fam and e == fam for r, e in zip(refs, ests))
             fp = sum(r != fam and e == fam for r, e in zip(refs, ests))
             fn = sum(r == fam and e != fam for r, e in zip(refs, ests))
             if tp + fp + fn:
                 f1s.append(2 * tp / (2 * tp + fp + fn))
         return {"accuracy": acc, "macro_f1": float(np.mean(f1s)), "items": len(vals)}
-    if task == "chord":
+    if spec.format == "segments":
         w = np.array([v["seconds"] for v in vals])
         return {"majmin": float(np.sum(w * [v["majmin"] for v in vals]) / w.sum()), "items": len(vals)}
     keys = [k for k in vals[0] if isinstance(vals[0][k], float)]
@@ -89,35 +92,36 @@ def aggregate(task: str, per_item: dict[str, dict]) -> dict[str, float]:
     return out
 
 
-# what decoder settings are tuned for: the headline, except that RPA ignores the voicing decision (it
-# scores unvoiced guesses too), so every voicing threshold ties on it; overall accuracy counts both
-TUNE = {**HEADLINE, "pitch": "overall_accuracy"}
+# what decoder settings are tuned for (the headline, except for pitch: see the registry)
+TUNE = {name: t.tune for name, t in REGISTRY.items()}
 
 
 def score_item(task: str, ref, est) -> dict:
-    if task == "pitch":
+    spec = REGISTRY[task]
+    if spec.format == "f0":
         return pitch_scores(ref, est)
-    if task == "onset":
+    if spec.format == "times":
         return onset_scores(ref, est)
-    if task == "drums":
-        return drum_scores(ref, est)
-    if task == "chord":
+    if spec.format == "events":
+        return event_scores(ref, est, spec.classes)
+    if spec.format == "segments":
         return chord_scores(ref, est)
     return {"ref": ref, "est": est}
 
 
 def read_estimate(task: str, path: Path):
-    if task == "instrument" and not path.exists():
-        lab = path.with_name(path.name[: -len(".label")] + ".instrument.lab")
+    label = REGISTRY[task].format == "label"
+    if label and not path.exists():
+        lab = path.with_name(path.name[: -len(REGISTRY[task].suffix)] + f".{task}.lab")
         if lab.exists():  # a long file analysed per window: the longest-covering family
-            iv, labs = ann.read_instrument_lab(lab)
+            iv, labs = ann.read_lab(lab, REGISTRY[task].classes)
             tot: dict[str, float] = {}
             for (a, b), fam in zip(iv, labs):
                 tot[fam] = tot.get(fam, 0.0) + b - a
             return max(tot, key=tot.get)
     if not path.exists():
         raise UserError(f"{path}: estimate missing")
-    if task == "instrument" and path.read_text().strip() == NO_FAMILY:
+    if label and path.read_text().strip() == NO_FAMILY:
         return NO_FAMILY  # the engine heard no sound it could name: scored as a wrong answer, not an error
     return ann.read_annotation(task, path)
 
@@ -125,7 +129,7 @@ def read_estimate(task: str, path: Path):
 def evaluate_folders(task: str, ref_dir: Path, est_dir: Path) -> dict:
     """Score every reference item in ref_dir against the same-named estimate in est_dir."""
     names = ann.list_items(task, ref_dir)
-    suf = ann.SUFFIX[task]
+    suf = REGISTRY[task].suffix
     per = {}
     for n in names:
         ref = ann.read_annotation(task, Path(ref_dir) / (n + suf))

@@ -22,14 +22,15 @@ that must learn each 20-cent bin separately.
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import List  # noqa: UP035 (TorchScript needs typing.List)
 
 import torch
 from torch import Tensor, nn
 
-from edgemir.frontend import FEATURE_SPECS
 from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES, PITCH_BINS
+from edgemir.tasks import REGISTRY
 
 
 @dataclass
@@ -50,7 +51,7 @@ class NetConfig:
 
 
 def n_features(task: str) -> int:
-    s = FEATURE_SPECS[task]
+    s = REGISTRY[task].features
     return s["n_mels"] if s["kind"] == "mel" else s["n_bins"]
 
 
@@ -63,27 +64,31 @@ def harmonic_shifts(bins_per_octave: int, harmonics=PITCH_HARMONICS) -> list[int
     return [int(round(bins_per_octave * math.log2(h))) for h in harmonics]
 
 
+# The dense baseline of each task (sizes follow the paper's model families); w scales a width, f is the
+# number of input features.
+ARCHITECTURES: dict[str, Callable[[Callable[[int], int], int], NetConfig]] = {
+    # harmonic-stacked salience CNN on the 20-cent log-frequency axis
+    "pitch": lambda w, f: NetConfig(f, PITCH_BINS + 1, conv2d=[(w(32), 7, 3, 1), (w(32), 5, 3, 1), (w(16), 3, 1, 1)],
+                                    shifts=harmonic_shifts(REGISTRY["pitch"].features["bins_per_octave"]),
+                                    out_bins=PITCH_BINS, lookahead=-1),
+    # Schlüter & Böck onset CNN
+    "onset": lambda w, f: NetConfig(f, 1, conv2d=[(w(16), 7, 3, 3), (w(32), 3, 3, 3)], conv1d=[(w(256), 7)],
+                                    dense=[w(128)], lookahead=3),
+    # the onset CNN with a causal GRU on top (CRNN)
+    "drums": lambda w, f: NetConfig(f, len(DRUM_CLASSES), conv2d=[(w(16), 7, 3, 3), (w(32), 3, 3, 3)],
+                                    conv1d=[(w(256), 7)], gru=w(96), dense=[w(128)], lookahead=3),
+    # Carsault et al.'s ConvNet on log-frequency context
+    "chord": lambda w, f: NetConfig(f, len(CHORDS), conv2d=[(w(16), 5, 5, 2), (w(32), 3, 5, 2)], conv1d=[(w(256), 5)],
+                                    dense=[w(128)], lookahead=6),
+    # a CRNN: the causal GRU gathers timbre evidence over the whole note
+    "instrument": lambda w, f: NetConfig(f, len(FAMILIES), conv2d=[(w(16), 3, 3, 2), (w(32), 3, 3, 2)],
+                                         conv1d=[(w(256), 5)], gru=w(96), dense=[w(128)], lookahead=4),
+}
+
+
 def task_config(task: str, width: float = 1.0) -> NetConfig:
-    """The dense baseline of each task (sizes follow the paper's model families)."""
-    w = lambda c: max(4, int(round(c * width)))  # noqa: E731
-    f = n_features(task)
-    if task == "pitch":  # harmonic-stacked salience CNN on the 20-cent log-frequency axis
-        return NetConfig(f, PITCH_BINS + 1, conv2d=[(w(32), 7, 3, 1), (w(32), 5, 3, 1), (w(16), 3, 1, 1)],
-                         shifts=harmonic_shifts(FEATURE_SPECS[task]["bins_per_octave"]), out_bins=PITCH_BINS,
-                         lookahead=-1)
-    if task == "onset":  # Schlüter & Böck onset CNN
-        return NetConfig(f, 1, conv2d=[(w(16), 7, 3, 3), (w(32), 3, 3, 3)], conv1d=[(w(256), 7)],
-                         dense=[w(128)], lookahead=3)
-    if task == "drums":  # the onset CNN with a causal GRU on top (CRNN)
-        return NetConfig(f, len(DRUM_CLASSES), conv2d=[(w(16), 7, 3, 3), (w(32), 3, 3, 3)],
-                         conv1d=[(w(256), 7)], gru=w(96), dense=[w(128)], lookahead=3)
-    if task == "chord":  # Carsault et al.'s ConvNet on log-frequency context
-        return NetConfig(f, len(CHORDS), conv2d=[(w(16), 5, 5, 2), (w(32), 3, 5, 2)], conv1d=[(w(256), 5)],
-                         dense=[w(128)], lookahead=6)
-    if task == "instrument":  # a CRNN: the causal GRU gathers timbre evidence over the whole note
-        return NetConfig(f, len(FAMILIES), conv2d=[(w(16), 3, 3, 2), (w(32), 3, 3, 2)], conv1d=[(w(256), 5)],
-                         gru=w(96), dense=[w(128)], lookahead=4)
-    raise ValueError(task)
+    """The dense baseline of a task at ``width`` times its channels (at least 4 per layer)."""
+    return ARCHITECTURES[task](lambda c: max(4, int(round(c * width))), n_features(task))
 
 
 SALIENCE_PRIOR_LOGIT = -4.7  # log(p / (1 - p)) for p = 25 * sqrt(2 pi) / 20 / 360

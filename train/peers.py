@@ -22,7 +22,8 @@ import numpy as np
 
 from edgemir import formats
 from edgemir.labels import HOP, PITCH_BINS, PITCH_CENTS_PER_BIN, PITCH_FMIN, SAMPLE_RATE
-from train.metrics import HEADLINE, TUNE, evaluate_folders
+from edgemir.tasks import HEADLINE, REGISTRY
+from train.metrics import TUNE, evaluate_folders
 
 FMAX = PITCH_FMIN * 2 ** (PITCH_BINS * PITCH_CENTS_PER_BIN / 1200)  # our pitch range, C1 to D#7
 TASKS = ("pitch", "onset")
@@ -127,10 +128,11 @@ OPTIONAL = {"swift-f0": "swift_f0"}  # peers from the `peers` extra, run when in
 
 
 def _write(task: str, out: Path, stem: str, est: tuple) -> None:
-    if task == "pitch":
-        formats.write_f0(out / f"{stem}.f0.csv", *est)
+    spec = REGISTRY[task]
+    if spec.format == "f0":
+        formats.write_f0(out / f"{stem}{spec.suffix}", *est)
     else:
-        formats.write_times(out / f"{stem}.onsets", est[0])
+        formats.write_times(out / f"{stem}{spec.suffix}", est[0])
 
 
 def _score(task: str, folder: Path, raws: dict[str, object], decode: Decode, setting: float,

@@ -16,9 +16,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from edgemir.bundle import find_bundles
-from edgemir.labels import FAMILIES
+from edgemir.tasks import HEADLINE, REGISTRY
 from train import annotations as ann
-from train.metrics import HEADLINE, aggregate, evaluate_folders
+from train.metrics import aggregate, evaluate_folders
 from train.ship import analyze_folder
 
 DEV_TASKS = ("pitch", "onset", "chord", "drums", "instrument")
@@ -37,19 +37,20 @@ def notes(root: Path) -> dict[str, str]:
 def category(task: str, name: str, note: str, ref=None) -> str:
     """The row a recording is reported under."""
     n = note.lower()
-    if task == "pitch":
+    fmt = REGISTRY[task].format
+    if fmt == "f0":
         for key, cat in (("female", "female voice"), ("male", "male voice"), ("distorted", "distorted guitar"),
                          ("clean", "clean guitar"), ("guitar", "guitar"), ("bass", "bass")):
             if key in n:
                 return cat
         return "voice (solo)" if "vocadito" in name else "other"
-    if task in ("onset", "drums"):
+    if fmt in ("times", "events"):
         if "mix" in n or "mdbmix" in name:
             return "full mix"
         if "mdbdrums" in name or "hits" in n:
             return "solo kit"
         return "mixed excerpts" if "madmom" in name else "other"
-    if task == "instrument":
+    if fmt == "label":
         return str(ref)
     return "all"
 
@@ -59,17 +60,19 @@ def score_task(task: str, bundle: Path, folder: Path, note_of: dict[str, str]) -
         analyze_folder(task, bundle, folder, Path(d))
         res = evaluate_folders(task, folder, Path(d))
     items = res["items"]
+    label = REGISTRY[task].format == "label"
     groups: dict[str, dict] = defaultdict(dict)
     for name, sc in items.items():
-        ref = sc.get("ref") if task == "instrument" else None
+        ref = sc.get("ref") if label else None
         groups[category(task, name, note_of.get(f"{task}/{name}", ""), ref)][name] = sc
     cats = {c: aggregate(task, g) for c, g in sorted(groups.items())}
-    if task == "instrument":  # one family per row: its accuracy is that family's recall; a macro-F1 means nothing
+    if label:  # one family per row: its accuracy is that family's recall; a macro-F1 means nothing
         cats = {c: {"accuracy": v["accuracy"], "items": v["items"]} for c, v in cats.items()}
     out = {"bundle": str(bundle), "summary": res["summary"], "categories": cats, "items": items}
-    if task == "instrument":
+    if label:
+        classes = REGISTRY[task].classes
         labels = sorted({str(v["ref"]) for v in items.values()} | {str(v["est"]) for v in items.values()},
-                        key=lambda f: (FAMILIES.index(f) if f in FAMILIES else 99, f))
+                        key=lambda f: (classes.index(f) if f in classes else 99, f))
         conf = {r: {e: 0 for e in labels} for r in labels}
         for v in items.values():
             conf[str(v["ref"])][str(v["est"])] += 1
@@ -131,10 +134,11 @@ def realeval(bundles: list[Path], dev_real: Path) -> dict:
                     found = {task: Path(src)}
             if task in found:
                 report["tasks"].setdefault(task, []).append(score_task(task, found[task], folder, note_of))
-                if task == "drums" and (dev_real / "pitch").is_dir():
+                fmt = REGISTRY[task].format
+                if fmt == "events" and (dev_real / "pitch").is_dir():  # hits on the drum-free melody stems
                     fh = drum_false_hits(found[task], dev_real / "pitch", note_of)
                     report.setdefault("drum_false_hits", []).append(fh)
-                if task == "pitch":
+                if fmt == "f0":
                     report.setdefault("tuner", []).append(tuner_check(found[task]))
     return report
 

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from edgemir.errors import UserError
-from train.metrics import HEADLINE
+from edgemir.tasks import HEADLINE
 
 RESCORED = "rescored.json"  # written by `train rescore`: test scores re-measured on a new test split
 ARCHIVE = "runs"  # DIR/runs/NAME/: the records a report was made from

@@ -17,8 +17,9 @@ from pathlib import Path
 from edgemir.app import analyze_file
 from edgemir.bundle import load_bundle, read_card
 from edgemir.errors import UserError
+from edgemir.tasks import HEADLINE
 from train import annotations as ann
-from train.metrics import HEADLINE, evaluate_folders
+from train.metrics import evaluate_folders
 from train.report import RESCORED, load_run
 
 MAX_BYTES = 500 * 1024

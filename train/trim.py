@@ -18,6 +18,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from edgemir.tasks import REGISTRY
 from train.nets import FrameNet, GRUStage, count_nonzero, count_params
 
 CRITERIA = ("magnitude", "batchnorm", "activation", "information")
@@ -224,10 +225,11 @@ def mutual_information(a: torch.Tensor, y: np.ndarray, n_bins: int = 8) -> np.nd
 def frame_classes(task: str, target: torch.Tensor) -> np.ndarray:
     """Discrete per-frame labels for the information criterion: [B, T] (or [B,T,C]) -> [B*T]."""
     t = target
-    if task == "pitch":  # chroma of the pitch, or 12 for unvoiced
+    fmt = REGISTRY[task].format
+    if fmt == "f0":  # chroma of the pitch, or 12 for unvoiced
         c = torch.where(torch.isnan(t), torch.full_like(t, 12.0), torch.round(torch.nan_to_num(t) / 100) % 12)
         return c.reshape(-1).numpy().astype(int)
-    if task in ("onset", "drums"):  # combination of per-class onset flags
+    if fmt in ("times", "events"):  # combination of per-class onset flags
         b = (t > 0.5).long()
         code = sum(b[..., k] << k for k in range(b.shape[-1]))
         return code.reshape(-1).numpy()
