@@ -88,6 +88,26 @@ def test_three_round_lottery_writes_loadable_bundles(mode, tiny_data, tmp_path):
         assert r.returncode == 0 and len(json.loads((out / "rounds.json").read_text())["rounds"]) == 4
 
 
+def test_mask_mode_with_a_unit_criterion_masks_what_trim_would_remove(tiny_data, tmp_path):
+    """``--mode mask --criterion batchnorm``: the trim plan as masks; dense shape, about --rate fewer
+    non-zero parameters each round, resumable (the masked units are in the state)."""
+    out = tmp_path / "unitmask"
+    args = [sys.executable, "-m", "train", "lottery", "--task", "drums", "--data", str(tiny_data("drums")), "--out",
+            str(out), "--mode", "mask", "--criterion", "batchnorm", "--rate", "0.3", "--width", "0.25",
+            *FAST]
+    r = run_cli(args + ["--rounds", "1"])
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    r = run_cli(args + ["--rounds", "2"])  # resumes from round 1
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    rounds = json.loads((out / "rounds.json").read_text())["rounds"]
+    assert [x["round"] for x in rounds] == [0, 1, 2]
+    assert len({x["params"] for x in rounds}) == 1
+    nonzero = [x["nonzero_params"] for x in rounds]
+    assert 0.6 < nonzero[1] / nonzero[0] < 0.8 and 0.6 < nonzero[2] / nonzero[1] < 0.8
+    st = torch.load(out / "state.pt", weights_only=True)
+    assert st["units"] and all(len(v) < st["dense_widths"][k] for k, v in st["units"].items())
+
+
 def _rescore_on_a_larger_test_split(run, tmp_path):
     """`train rescore`: every round re-scored on a new test split; report/ship see the new scores,
     rounds.json (which a resumed run rewrites) and the old card scores are kept."""

@@ -9,9 +9,10 @@ import os
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from train.export import export, flops_per_second, task_model
-from train.nets import FrameNet, NetConfig, build
+from train.nets import FrameNet, NetConfig, build, count_nonzero
 from train.trim import (
     Group,
     apply_plan,
@@ -207,3 +208,33 @@ def test_width_floor_keeps_a_fraction_of_every_dense_layer():
     for g in groups(net):
         assert width(net, g) >= math.ceil(0.25 * widths[f"{g.kind}:{g.index}"])
     assert min(width(net, g) / widths[f"{g.kind}:{g.index}"] for g in groups(net)) < 0.3  # the floor was reached
+
+
+@pytest.mark.parametrize("task", ["pitch", "onset", "drums", "chord", "instrument"])
+@pytest.mark.parametrize("criterion", ["magnitude", "batchnorm"])
+def test_a_plan_applied_as_masks_equals_the_plan_applied_by_removal(task, criterion):
+    """Mask mode with any criterion silences the units trim mode removes: same outputs, and as many
+    non-zero parameters as the trimmed net has parameters. Twice, as a lottery does over rounds."""
+    from train.fit import apply_masks
+    from train.trim import as_groups, dense_widths, masked_units, unit_masks, without_masked
+
+    torch.manual_seed(0)
+    net = build(task, width=0.25).eval()
+    with torch.no_grad():  # trained-looking statistics, so a unit left half-silenced would show
+        for m in net.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+                m.bias.normal_()
+    widths, units, masked = dense_widths(net), None, copy.deepcopy(net)
+    x = torch.randn(2, net.cfg_dict["n_features"], net.receptive_field + 6)
+    for _ in range(2):
+        alive = without_masked(masked, units)
+        units = masked_units(plan(alive, importance(alive, criterion), 0.3, "global"), units, widths)
+        masked = copy.deepcopy(net)
+        apply_masks(masked, unit_masks(masked, as_groups(units)))
+        trimmed = without_masked(net, units)
+        with torch.no_grad():
+            assert torch.allclose(masked(x, torch.zeros(0))[0], trimmed(x, torch.zeros(0))[0], atol=1e-5)
+        assert count_nonzero(masked) == sum(p.numel() for p in trimmed.parameters())
+    assert sum(p.numel() for p in trimmed.parameters()) < 0.7 * sum(p.numel() for p in net.parameters())

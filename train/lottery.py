@@ -1,5 +1,6 @@
 """Lottery tickets with late rewinding: train dense, then per round rank, remove ``rate`` of what
-remains (whole units for ``trim``, single weights for ``mask``), rewind survivors to their epoch-k
+remains (whole units for ``trim``; for ``mask``, single weights by magnitude as Frankle & Carbin, or with
+another criterion the units ``trim`` would remove, silenced by masks), rewind survivors to their epoch-k
 values (or re-initialise them, or keep their trained values: ``finetune``, the classic
 prune-then-fine-tune control of Renda et al. 2020), retrain (optionally distilling the dense
 parent's outputs, ``--distill``), evaluate and export a bundle. With ``--target F`` the run stops
@@ -24,7 +25,20 @@ from train.export import export
 from train.fit import apply_masks, load_data, seed_all, train_epochs, tune_and_score
 from train.nets import FrameNet, NetConfig, build, count_nonzero, count_params
 from train.sweep import run_name
-from train.trim import apply_plan, dense_widths, importance, landing_rate, mask_landing_rate, plan, update_masks, width_floor
+from train.trim import (
+    apply_plan,
+    as_groups,
+    dense_widths,
+    importance,
+    landing_rate,
+    mask_landing_rate,
+    masked_units,
+    plan,
+    unit_masks,
+    update_masks,
+    width_floor,
+    without_masked,
+)
 
 # what a `train fit` parent must share with the lottery run that starts from it (not epochs or steps)
 PARENT_SETTINGS = ("task", "batch", "lr", "seed", "width")
@@ -70,8 +84,6 @@ class LotteryRun:
         self.commit = git_head()  # the code this process imported, recorded with every round
         self.name = run_name(args.task, args.mode, args.criterion, args.scope, args.reset, args.seed, args.min_keep,
                              args.distill, args.target)
-        if args.mode == "mask" and args.criterion != "magnitude":
-            raise UserError("--mode mask ranks single weights by magnitude only (use --criterion magnitude)")
         if not 0 < args.rate < 1:
             raise UserError("--rate must be in (0, 1)")
         if not 0 <= args.min_keep < 1:
@@ -180,6 +192,13 @@ class LotteryRun:
         kept = last["params"] if self.a.mode == "trim" else last["nonzero_params"]
         return self.goal(st) is not None and kept <= self.goal(st)
 
+    def calibration(self, data: dict, net: FrameNet) -> list | None:
+        """Unaugmented training batches for the activation and information criteria."""
+        if self.a.criterion not in ("activation", "information"):
+            return None
+        cb = Batcher(self.a.task, data["train"], net.receptive_field, net.lookahead, augment=False, seed=self.a.seed)
+        return [cb.sample(32) for _ in range(4)]
+
     # -- the loop ----------------------------------------------------------------------------
     def go(self) -> None:
         a = self.a
@@ -218,12 +237,7 @@ class LotteryRun:
             b = Batcher(a.task, data["train"], trained.receptive_field, trained.lookahead, seed=a.seed + rnd)
             masks = None
             if a.mode == "trim":
-                calib = None
-                if a.criterion in ("activation", "information"):
-                    cb = Batcher(a.task, data["train"], trained.receptive_field, trained.lookahead,
-                                 augment=False, seed=a.seed)
-                    calib = [cb.sample(32) for _ in range(4)]
-                scores, floor = importance(trained, a.criterion, calib, a.task), self.floor(st)
+                scores, floor = importance(trained, a.criterion, self.calibration(data, trained), a.task), self.floor(st)
                 rate = a.rate if not a.target else landing_rate(trained, scores, a.rate, a.scope, self.goal(st),
                                                                 floor=floor)
                 removal = plan(trained, scores, rate, a.scope, floor=floor)
@@ -238,6 +252,18 @@ class LotteryRun:
                 else:  # finetune: keep training the trimmed survivors from where the last round ended
                     net = trained
                     apply_plan(net, removal)
+            elif a.criterion != "magnitude":  # the trim plan, made on the survivors, applied as masks
+                alive = without_masked(trained, st.get("units"))
+                scores, floor = importance(alive, a.criterion, self.calibration(data, alive), a.task), self.floor(st)
+                rate = a.rate if not a.target else landing_rate(alive, scores, a.rate, a.scope, self.goal(st),
+                                                                floor=floor)
+                st["units"] = masked_units(plan(alive, scores, rate, a.scope, floor=floor), st.get("units"),
+                                           st["dense_widths"])
+                masks = unit_masks(trained, as_groups(st["units"]))
+                start = {"rewind": (st["rewind_cfg"], st["rewind"]), "reinit": (st["rewind_cfg"], None),
+                         "finetune": (st["cfg"], st["net"])}[a.reset]
+                net = _net_from(*start)
+                apply_masks(net, masks)
             else:
                 rate = a.rate if not a.target else mask_landing_rate(trained, st["masks"], a.rate, self.goal(st))
                 masks = update_masks(trained, st["masks"], rate)

@@ -1,10 +1,11 @@
 """Structured trimming of a FrameNet: which units exist (groups), how much each is worth
 (importance criteria), and how to remove them physically (pruners).
 
-What to remove is separate from how to remove it, as in Torch-Pruning. Conv, BatchNorm and Linear
-removal uses torch-pruning's layer functions; our nets declare their own dependency groups (a
-fixed chain, including the 2-D -> 1-D flatten), and GRU hidden units have our own pruner because
-torch-pruning does not handle recurrent layers.
+What to remove is separate from how to remove it, as in Torch-Pruning. What a unit is coupled to
+(its BatchNorm, the next layer's inputs, through the 2-D -> 1-D flatten) comes from torch-pruning's
+DependencyGraph, traced on a one-frame twin of the net (``coupled``). Conv, BatchNorm and Linear
+removal uses torch-pruning's layer functions; GRU hidden units have our own pruner because
+torch-pruning does not handle recurrent layers. ``unit_masks`` applies the same plan as masks.
 """
 
 from __future__ import annotations
@@ -59,16 +60,71 @@ def width(net: FrameNet, g: Group) -> int:
     return layer.out_channels if isinstance(layer, (nn.Conv1d, nn.Conv2d)) else layer.out_features
 
 
-def _consumer(net: FrameNet, g: Group):
-    """The layer that reads this group's units, and how many of its inputs each unit feeds."""
-    order = groups(net)
-    nxt = order.index(g) + 1
-    per = net.freq_out if g.kind == "conv2d" and g.index == len(net.conv2d) - 1 else 1
-    if nxt < len(order):
-        h = order[nxt]
-        layer = net.rnn.gru if h.kind == "gru" else getattr(net, h.kind)[h.index]
-        return layer, per
-    return net.head, per
+class _GRUStandIn(nn.Module):
+    """The GRU in the dependency graph's twin: a 1x1 Conv1d with the GRU's input and hidden sizes couples
+    the same channels (torch-pruning unrolls a traced nn.GRU into split/unbind ops it cannot map)."""
+
+    def __init__(self, gru: nn.GRU) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(gru.input_size, gru.hidden_size, 1)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.conv(x), h
+
+
+class _LinearStandIn(nn.Module):
+    """A per-frame Linear ([B, T, C] -> [B, T, C']) in the twin: a 1x1 Conv1d, because torch-pruning turns
+    its flatten mapping off once it sees a Linear on a 3-D input."""
+
+    def __init__(self, lin: nn.Linear) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(lin.in_features, lin.out_features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.transpose(1, 2)).transpose(1, 2)
+
+
+def _one_frame_twin(net: FrameNet) -> FrameNet:
+    """The net with the same channels and time kernels of 1, the GRU and the per-frame Linears stood in for
+    by 1x1 convolutions: traced on one frame, its 2-D -> 1-D flatten is [B, C, F, 1] -> [B, C*F, 1], which
+    torch-pruning maps (C*F*T it does not)."""
+    twin = copy.deepcopy(net).eval()
+    for i, conv in enumerate(twin.conv2d):
+        twin.conv2d[i] = nn.Conv2d(conv.in_channels, conv.out_channels, (conv.kernel_size[0], 1), padding=conv.padding)
+    for i, conv in enumerate(twin.conv1d):
+        twin.conv1d[i] = nn.Conv1d(conv.in_channels, conv.out_channels, 1)
+    if isinstance(twin.rnn, GRUStage):
+        twin.rnn = _GRUStandIn(twin.rnn.gru)
+    for i, lin in enumerate(twin.dense):
+        twin.dense[i] = _LinearStandIn(lin)
+    if isinstance(twin.head, nn.Linear):
+        twin.head = _LinearStandIn(twin.head)
+    return twin
+
+
+def _layer_name(g: Group) -> str:
+    return "rnn" if g.kind == "gru" else f"{g.kind}.{g.index}"
+
+
+def coupled(net: FrameNet, g: Group, units: list[int]) -> list[tuple[str, str, list[int]]]:
+    """What removing ``units`` of ``g`` touches, from torch-pruning's DependencyGraph: (module name,
+    "out" or "in", channel indices) for the layer, its BatchNorm and the layer that reads it (a unit of a
+    flattened 2-D map feeds one input per frequency row). ``rnn`` stands for the GRU."""
+    twin = _one_frame_twin(net)
+    x = torch.zeros(1, net.cfg_dict["n_features"], 1)
+    with torch.enable_grad():  # the graph is traced through autograd
+        dg = tp.DependencyGraph().build_dependency(twin, example_inputs=(x, torch.zeros(0)),
+                                                   forward_fn=lambda m, i: m(*i))
+    names = {m: n.removesuffix(".conv") for n, m in twin.named_modules()}  # a stand-in is its layer
+    root = getattr(twin.get_submodule(_layer_name(g)), "conv", None) or twin.get_submodule(_layer_name(g))
+    out = []
+    for dep, idxs in dg.get_pruning_group(root, tp.prune_conv_out_channels, units):
+        name = names.get(dep.target.module)
+        if name is None:  # reshapes and element-wise ops: nothing to remove
+            continue
+        side = "out" if dep.handler.__name__ == "prune_out_channels" else "in"
+        out.append((name, side, sorted({int(getattr(i, "idx", i)) for i in idxs})))  # tp: (index, root index)
+    return out
 
 
 def _bn(net: FrameNet, g: Group):
@@ -106,27 +162,25 @@ def _prune_gru_inputs(gru: nn.GRU, remove: list[int]) -> nn.GRU:
 
 
 def remove_units(net: FrameNet, g: Group, remove: list[int]) -> None:
-    """Physically remove units ``remove`` of group ``g`` (weights, BN statistics, next layer's inputs)."""
+    """Physically remove units ``remove`` of group ``g`` and everything coupled to them (``coupled``):
+    torch-pruning's layer functions for Conv, BatchNorm and Linear, ours for the GRU."""
     remove = sorted(set(int(i) for i in remove))
     if not remove:
         return
-    consumer, per = _consumer(net, g)
-    if g.kind == "gru":
-        _prune_gru_hidden(net.rnn, remove)
-    else:
-        layer = getattr(net, g.kind)[g.index]
-        if isinstance(layer, (nn.Conv1d, nn.Conv2d)):
-            tp.prune_conv_out_channels(layer, remove)
+    for name, side, idx in coupled(net, g, remove):
+        if name == "rnn":
+            if side == "out":
+                _prune_gru_hidden(net.rnn, idx)
+            else:
+                net.rnn.gru = _prune_gru_inputs(net.rnn.gru, idx)
+            continue
+        layer = net.get_submodule(name)
+        if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            tp.prune_batchnorm_out_channels(layer, idx)
+        elif isinstance(layer, (nn.Conv1d, nn.Conv2d)):
+            (tp.prune_conv_out_channels if side == "out" else tp.prune_conv_in_channels)(layer, idx)
         else:
-            tp.prune_linear_out_channels(layer, remove)
-        tp.prune_batchnorm_out_channels(_bn(net, g), remove)
-    in_idx = [u * per + f for u in remove for f in range(per)]
-    if isinstance(consumer, nn.GRU):
-        net.rnn.gru = _prune_gru_inputs(consumer, in_idx)
-    elif isinstance(consumer, (nn.Conv1d, nn.Conv2d)):
-        tp.prune_conv_in_channels(consumer, in_idx)
-    else:
-        tp.prune_linear_in_channels(consumer, in_idx)
+            (tp.prune_linear_out_channels if side == "out" else tp.prune_linear_in_channels)(layer, idx)
     _sync_config(net)
 
 
@@ -139,22 +193,10 @@ def _sync_config(net: FrameNet) -> None:
 
 
 def unit_cost(net: FrameNet, g: Group) -> int:
-    """Parameters removed with one unit of the group (its weights, BN, the consumer's inputs)."""
-    consumer, per = _consumer(net, g)
-    n = width(net, g)
-    if g.kind == "gru":
-        gru = net.rnn.gru
-        own = 3 * (gru.input_size + gru.hidden_size + 2) + 3 * gru.hidden_size
-    else:
-        layer = getattr(net, g.kind)[g.index]
-        own = sum(p.numel() for p in layer.parameters()) // n + 2
-    if isinstance(consumer, nn.GRU):
-        cons = 3 * consumer.hidden_size * per
-    elif isinstance(consumer, (nn.Conv1d, nn.Conv2d)):
-        cons = consumer.weight[:, 0].numel() * per
-    else:
-        cons = consumer.out_features * per
-    return own + cons
+    """Parameters removed with one unit of the group (its weights, BN, the next layer's inputs)."""
+    small = copy.deepcopy(net)
+    remove_units(small, g, [0])
+    return count_params(net) - count_params(small)
 
 
 # -- importance (what) -----------------------------------------------------------------------
@@ -342,6 +384,65 @@ def dense_widths(net: FrameNet) -> dict[str, int]:
 def apply_plan(net: FrameNet, removal: dict[Group, list[int]]) -> None:
     for g, idx in removal.items():
         remove_units(net, g, idx)
+
+
+# -- the same plan as masks (any criterion) ---------------------------------------------------
+def unit_masks(net: FrameNet, removal: dict[Group, list[int]]) -> dict[str, torch.Tensor]:
+    """Masks that silence the planned units without removing them: each unit's own weights, bias and
+    BatchNorm scale and shift (GRU: its gate rows, biases and recurrent column) and the inputs it feeds in
+    the next layer (times the frequency rows of a flattened 2-D map). A masked net computes what
+    ``apply_plan`` would leave, at full size, with as many non-zero parameters."""
+    masks: dict[str, torch.Tensor] = {}
+    params = dict(net.named_parameters())
+
+    def zero(name: str, idx: list[int], dim: int) -> None:
+        m = masks.setdefault(name, torch.ones_like(params[name]))
+        m.index_fill_(dim, torch.as_tensor(idx, dtype=torch.long), 0.0)
+
+    for g, units in removal.items():
+        if not units:
+            continue
+        for name, side, idx in coupled(net, g, sorted(units)):
+            if name == "rnn":
+                H = net.rnn.gru.hidden_size
+                if side == "out":  # the unit's gate rows and its recurrent column
+                    rows = [u + k * H for u in idx for k in range(3)]
+                    for p in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+                        zero(f"rnn.gru.{p}", rows, 0)
+                    zero("rnn.gru.weight_hh_l0", idx, 1)
+                else:
+                    zero("rnn.gru.weight_ih_l0", idx, 1)
+            elif side == "out":  # the unit's weights and bias, or its BatchNorm scale and shift
+                for p in ("weight", "bias"):
+                    zero(f"{name}.{p}", idx, 0)
+            else:
+                zero(f"{name}.weight", idx, 1)
+    return masks
+
+
+def masked_units(removal: dict[Group, list[int]], before: dict[str, list[int]] | None,
+                 widths: dict[str, int]) -> dict[str, list[int]]:
+    """Units masked so far, in the dense numbering (``kind:index`` -> indices), after a plan made on the
+    net with the earlier masked units removed (``removal``'s indices count only the survivors)."""
+    out = {k: list(v) for k, v in (before or {}).items()}
+    for g, idx in removal.items():
+        key = f"{g.kind}:{g.index}"
+        gone = set(out.get(key, []))
+        alive = [u for u in range(widths[key]) if u not in gone]
+        out[key] = sorted(gone | {alive[i] for i in idx})
+    return out
+
+
+def without_masked(net: FrameNet, units: dict[str, list[int]] | None) -> FrameNet:
+    """A copy of ``net`` with its masked units physically removed (what the masked net computes)."""
+    small = copy.deepcopy(net)
+    for g in groups(small):
+        remove_units(small, g, (units or {}).get(f"{g.kind}:{g.index}", []))
+    return small
+
+
+def as_groups(units: dict[str, list[int]]) -> dict[Group, list[int]]:
+    return {Group(k.split(":")[0], int(k.split(":")[1])): v for k, v in units.items()}
 
 
 # -- classic lottery-ticket masks ------------------------------------------------------------
