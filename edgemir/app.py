@@ -87,8 +87,9 @@ class LiveState:
 WARMUP_S = 2.0  # audio seconds whose latencies are kept out of the percentiles
 
 
-class Runner:
-    """The worker loop: pull hops from the source, push them through the engine, fan out events."""
+class Pipeline:
+    """Source -> engine -> sinks: the worker loop of ``run`` and of ``analyze`` (pull hops from the
+    source, push them through the engine, fan out events). The engine's ``TaskRunner``s run the models."""
 
     def __init__(self, source: Source, engine: Engine, sinks: list, on_events=None, notify=None) -> None:
         self.source, self.engine, self.sinks = source, engine, sinks
@@ -198,7 +199,7 @@ def analyze_file(path: Path, bundles: dict[str, Bundle], out: Path, block: int =
     src = FileSource(path)
     eng = build_engine(bundles, block=block)
     writer = AnalysisWriter(Path(out), Path(path).stem, list(bundles), src.duration)
-    runner = Runner(src, eng, [writer])
+    runner = Pipeline(src, eng, [writer])
     try:
         src.start()
         while runner.step(max_samples=SAMPLE_RATE * 10):

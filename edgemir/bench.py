@@ -95,7 +95,7 @@ def bench_bundle(path: Path, threads: int = 1, hops: int = 1000) -> dict:
 
 def bench_engine(bundles: dict, seconds: float, audio: np.ndarray | None = None) -> dict:
     """All selected tasks together, paced in real time from a file source."""
-    from edgemir.app import WARMUP_S, Runner, build_engine
+    from edgemir.app import WARMUP_S, Pipeline, build_engine
     from edgemir.sources import FileSource
 
     eng = build_engine(bundles)
@@ -105,7 +105,7 @@ def bench_engine(bundles: dict, seconds: float, audio: np.ndarray | None = None)
         audio = (0.2 * np.sin(2 * np.pi * 220 * t) * (1 + np.sign(np.sin(2 * np.pi * 2 * t))) / 2
                  + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
     src = FileSource.from_array(audio, "bench", realtime=True, loop=True)
-    runner = Runner(src, eng, [])
+    runner = Pipeline(src, eng, [])
     src.start()
     while runner.state.audio_s < WARMUP_S:  # warm-up: kept out of the figures, as on the live display
         runner.step(max_samples=SAMPLE_RATE)

@@ -254,7 +254,7 @@ def cmd_run(args) -> int:
 
 
 def _run(args, cfg: dict, dash, live, redraw, state: dict, log, err) -> int:
-    from edgemir.app import Runner, build_engine, load_models, parse_tasks, set_threads
+    from edgemir.app import Pipeline, build_engine, load_models, parse_tasks, set_threads
     from edgemir.config import decoder_overrides
     from edgemir.notify import Notifier
     from edgemir.sinks import JsonlSink, OscSink
@@ -278,7 +278,7 @@ def _run(args, cfg: dict, dash, live, redraw, state: dict, log, err) -> int:
 
     dash.title = title()
     notify = Notifier()
-    runner = Runner(source, engine, sinks, on_events=dash.update, notify=notify)
+    runner = Pipeline(source, engine, sinks, on_events=dash.update, notify=notify)
     stop = {"flag": False}
 
     def _stop(*_):

@@ -177,7 +177,7 @@ def test_nonfinite_samples_never_reach_models_or_outputs():
     and 1398 fake drum hits in 14 s. The runner zeroes and counts them; every output is valid JSON."""
     import io
 
-    from edgemir.app import Runner, build_engine, load_models
+    from edgemir.app import Pipeline, build_engine, load_models
     from edgemir.sinks import JsonlSink
     from edgemir.sources import FileSource
 
@@ -186,7 +186,7 @@ def test_nonfinite_samples_never_reach_models_or_outputs():
     for i in rng.integers(0, len(x) - 800, 40):
         x[i:i + 800] = rng.choice([np.nan, np.inf, -np.inf], 800)
     bundles = load_models(["drums", "pitch", "onset"], None)
-    runner = Runner(FileSource.from_array(x), build_engine(bundles), [])
+    runner = Pipeline(FileSource.from_array(x), build_engine(bundles), [])
     lines = io.StringIO()
     sink = JsonlSink("-")
     old, sys.stdout = sys.stdout, lines
@@ -346,7 +346,7 @@ def test_the_display_says_warming_up_never_nan():
     says "warming up", and latencies of the first seconds are kept apart from the percentiles."""
     from rich.console import Console
 
-    from edgemir.app import WARMUP_S, Runner, build_engine, load_models
+    from edgemir.app import WARMUP_S, Pipeline, build_engine, load_models
     from edgemir.display import Dashboard
     from edgemir.sources import FileSource
 
@@ -358,7 +358,7 @@ def test_the_display_says_warming_up_never_nan():
     dash = Dashboard("edgemir", ["onset"])
     first = text(dash.render(None))
     assert "starting" in first and "nan" not in first.lower()
-    runner = Runner(FileSource.from_array(np.zeros(16000 * 4, np.float32)), build_engine(load_models(["onset"], None)),
+    runner = Pipeline(FileSource.from_array(np.zeros(16000 * 4, np.float32)), build_engine(load_models(["onset"], None)),
                     [], on_events=dash.update)
     dash.tasks = ["onset"]
     fresh = text(dash.render(runner.status()))

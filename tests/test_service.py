@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from edgemir.app import Runner, build_engine, load_models
+from edgemir.app import Pipeline, build_engine, load_models
 from edgemir.notify import Notifier
 from edgemir.sources import FileSource
 
@@ -72,7 +72,7 @@ def test_a_stalled_worker_stops_the_pings(tiny_bundles, tmp_path, monkeypatch):
 
     engine.push = push
     src = FileSource.from_array(np.zeros(16000 * 3, np.float32), realtime=True)
-    runner = Runner(src, engine, [], notify=Notifier(interval_s=0.05))
+    runner = Pipeline(src, engine, [], notify=Notifier(interval_s=0.05))
     src.start()
     while runner.step(max_samples=1600):
         pass
@@ -109,7 +109,7 @@ def test_service_waits_for_its_device_and_pings_through_a_long_loss(tiny_bundles
     than WatchdogSec: the pings go on throughout, the process stays up (its capture process is
     replaced), and events flow again once the server is back.
 
-    Before: ``Runner.step`` returned on empty reads without pinging (a 4-s loss left a 3.9-s gap
+    Before: ``Pipeline.step`` returned on empty reads without pinging (a 4-s loss left a 3.9-s gap
     in the pings, so a loss past WatchdogSec got the service killed), and with no device at start
     the service played the demo clip and exited 0 (``Restart=on-failure`` left it stopped)."""
     server = f"edgemirloss{os.getpid()}"
