@@ -69,3 +69,44 @@ def test_a_new_task_of_a_known_format_flows_through_outputs_training_and_scoring
     y = frame_targets("beats", tmp_path / "song.beats", 100)
     assert y.shape == (100, 1) and y[10, 0] == 1.0 and y[11, 0] == 0.5 and y[40, 0] == 1.0 and y.sum() == 4.0
     assert metrics.score_item("beats", ref, np.array([0.11, 0.7]))["f"] == pytest.approx(0.5)
+
+
+def _imports(path) -> set[str]:
+    """The edgemir modules a file imports, at any depth of the file."""
+    import ast
+
+    out = set()
+    for n in ast.walk(ast.parse(path.read_text())):
+        if isinstance(n, ast.ImportFrom) and n.module and n.module.split(".")[0] == "edgemir":
+            parts = n.module.split(".")
+            out |= {parts[1]} if len(parts) > 1 else {a.name for a in n.names}
+        elif isinstance(n, ast.Import):
+            out |= {a.name.split(".")[1] for a in n.names if a.name.startswith("edgemir.")}
+    return out
+
+
+def test_no_import_cycles_and_train_imports_only_the_contract():
+    from conftest import ROOT
+
+    graph = {p.stem: _imports(p) for p in (ROOT / "edgemir").glob("*.py")}
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for m in graph.get(todo.pop(), ()):
+                if m not in seen:
+                    seen.add(m)
+                    todo.append(m)
+        return seen
+
+    assert [m for m in graph if m in reach(m)] == []
+    contract = {"tasks", "labels", "frontend", "bundle", "engine", "decoders", "app", "errors", "formats", "audio_io"}
+    used = set().union(*(_imports(p) for p in (ROOT / "train").glob("*.py")))
+    assert used <= contract, used - contract
+    import ast
+
+    for p in (ROOT / "edgemir").glob("*.py"):  # the device never imports the training code
+        for n in ast.walk(ast.parse(p.read_text())):
+            names = [n.module or ""] if isinstance(n, ast.ImportFrom) else [a.name for a in getattr(n, "names", [])]
+            if isinstance(n, (ast.Import, ast.ImportFrom)):
+                assert not any(x.split(".")[0] == "train" for x in names), p
