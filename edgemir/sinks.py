@@ -152,7 +152,8 @@ class AnalysisWriter:
     final names only on ``close``; ``abort`` removes them, so a failed analysis never leaves half-written
     results."""
 
-    STREAMED = ("f0", "times", "events")  # formats written line by line as events arrive
+    # formats written line by line as events arrive: (time, value) -> one line
+    LINES = {"f0": fmt.f0_line, "times": lambda t, _: fmt.time_line(t), "events": fmt.drum_line}
 
     def __init__(self, out: Path, name: str, tasks: list[str], duration: float) -> None:
         self.out, self.name, self.tasks, self.duration = Path(out), name, tasks, duration
@@ -161,7 +162,8 @@ class AnalysisWriter:
         except OSError as e:
             raise UserError(f"cannot write to {out}: {e.strerror}") from None
         self.parts: dict[Path, Path] = {}
-        self.files = {t: self._open(REGISTRY[t].suffix) for t in tasks if REGISTRY[t].format in self.STREAMED}
+        self.files = {t: self._open(REGISTRY[t].suffix) for t in tasks if REGISTRY[t].format in self.LINES}
+        self.line = {t: self.LINES[REGISTRY[t].format] for t in self.files}  # chosen once, not per event
         self.json = self._open(".json")
         self.json.write(json.dumps({"name": name, "duration": duration, "tasks": tasks})[:-1] + ', "events": [')
         self.n_json = 0
@@ -180,10 +182,8 @@ class AnalysisWriter:
     def emit(self, e: Event, latency_ms: float | None = None) -> None:
         if e.t > self.duration + 1e-9:  # outputs of the silent right context after the end
             return
-        spec = REGISTRY.get(e.task)
         if e.task in self.files:
-            line = {"f0": fmt.f0_line, "times": lambda t, _: fmt.time_line(t), "events": fmt.drum_line}[spec.format]
-            self.files[e.task].write(line(e.t, e.value))
+            self.files[e.task].write(self.line[e.task](e.t, e.value))
         elif e.task in self.segments:
             self.segments[e.task].append((e.t, e.value))  # changes only: a few per minute
         self.json.write(("," if self.n_json else "") + json.dumps(event_dict(e, None), default=_np, allow_nan=False))
