@@ -190,6 +190,12 @@ def set_threads(n: int) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
 
 
+# Audio read and run per pass of ``analyze``: one second (100 frames per model call) keeps every activation
+# at or under about 1 MB, which the heap reuses (``cli.bound_heap``); passes of 10 s (activations of several
+# MB) let RSS grow 81 MB an hour, or cost 1.6-1.8x the CPU when served by mmap (docs/streaming.md).
+ANALYZE_STEP_S = 1.0
+
+
 def analyze_file(path: Path, bundles: dict[str, Bundle], out: Path, block: int = 100, progress=None) -> dict:
     """Offline analysis through the same engine and runner (unpaced, streamed from disk);
     ``progress(seconds_done)`` is called after each block."""
@@ -202,7 +208,7 @@ def analyze_file(path: Path, bundles: dict[str, Bundle], out: Path, block: int =
     runner = Pipeline(src, eng, [writer])
     try:
         src.start()
-        while runner.step(max_samples=SAMPLE_RATE * 10):
+        while runner.step(max_samples=int(SAMPLE_RATE * ANALYZE_STEP_S)):
             if progress:
                 progress(runner.samples / SAMPLE_RATE)
         written = writer.close(summary_of(eng))

@@ -323,20 +323,23 @@ def _run(args, cfg: dict, dash, live, redraw, state: dict, log, err) -> int:
     return 0
 
 
-def bound_heap(threshold: int = 128 * 1024) -> bool:
-    """Fix glibc's mmap threshold so freed tensor buffers go back to the OS.
+def bound_heap(mmap_threshold: int = 4 << 20, trim_threshold: int = 16 << 20) -> bool:
+    """Fix glibc's mmap and trim thresholds (no-op outside glibc).
 
-    glibc raises the threshold each time a large mmapped block is freed, after which the engine's
-    per-block activations (a few hundred KB for the pitch salience layers) come from the heap and
-    fragment it: an hour-long soak grew 65 MB by trend, against 1.0 MB with a fixed threshold (at the
-    cost of ~1.3x more wall time per hour of audio). No-op outside glibc."""
+    Left dynamic, glibc raises the mmap threshold each time a large mapped block is freed; larger and larger
+    buffers then come from the heap and fragment it (an hour of ``analyze`` in 10-s passes grew 81 MB by
+    trend). Fixed at 128 KB, every activation over it was an mmap and its page faults (1.6-1.8x the CPU).
+    At 4 MB the engine's buffers (passes of at most 1 s: a few hundred KB, the pitch stack about 1 MB) come
+    from the heap and are reused, anything larger goes back to the OS when freed, and the heap is trimmed
+    only past 16 MB free: an hour of ``analyze`` with five tasks grows 6 MB by trend, at the CPU cost of
+    leaving it dynamic (docs/streaming.md)."""
     import ctypes
     import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-        return bool(libc.mallopt(m_mmap_threshold, threshold)) and bool(libc.mallopt(m_trim_threshold, threshold))
+        return bool(libc.mallopt(m_mmap_threshold, mmap_threshold)) and bool(libc.mallopt(m_trim_threshold, trim_threshold))
     except (OSError, AttributeError):
         return False
 

@@ -136,7 +136,7 @@ class Engine:
         return self.push(np.zeros(0, dtype=np.float32), final=True)
 
 
-def analyze_array(engine: Engine, audio: np.ndarray, block_s: float = 10.0) -> list[Event]:
+def analyze_array(engine: Engine, audio: np.ndarray, block_s: float = 1.0) -> list[Event]:
     """Unpaced analysis of a whole signal through the streaming path."""
     events: list[Event] = []
     step = int(block_s * SAMPLE_RATE) // HOP * HOP

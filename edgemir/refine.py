@@ -27,45 +27,57 @@ MAX_HARMONICS = 8
 
 def coarse_cents(sal: np.ndarray, halfwidth: int = 4) -> np.ndarray:
     """[bins, T] salience -> cents above C1 per frame: weighted average around the peak (CREPE's decoding)."""
-    bins = sal.shape[0]
-    cents = np.arange(bins) * PITCH_CENTS_PER_BIN
-    peaks = np.argmax(sal, axis=0)
-    out = np.empty(sal.shape[1])
-    for k, p in enumerate(peaks):
-        lo, hi = max(0, p - halfwidth), min(bins, p + halfwidth + 1)
-        w = sal[lo:hi, k]
-        out[k] = float(np.sum(w * cents[lo:hi]) / (np.sum(w) + 1e-9))
-    return out
+    bins, t = sal.shape
+    if t == 0:
+        return np.zeros(0)
+    idx = np.argmax(sal, axis=0)[None, :] + np.arange(-halfwidth, halfwidth + 1)[:, None]  # [2h+1, T]
+    inside = (idx >= 0) & (idx < bins)
+    w = np.where(inside, np.take_along_axis(sal, np.clip(idx, 0, bins - 1), axis=0), 0.0)
+    return np.sum(w * (idx * PITCH_CENTS_PER_BIN), axis=0) / (np.sum(w, axis=0) + 1e-9)
+
+
+def phase_f0s(x1: np.ndarray, x2: np.ndarray, f_coarse: np.ndarray, max_cents: float) -> np.ndarray:
+    """Per frame pair (rows of complex spectra ``x1``, ``x2`` one hop apart): f0 from the phase advance of
+    the partials near the harmonics of ``f_coarse``, or NaN when no partial agrees within ``max_cents``.
+
+    For each harmonic h the partial is the strongest of the 3 bins around h*f0, if it is a local maximum
+    within 40 dB of the frame's strongest bin; its frequency is bin k's centre plus the deviation of its
+    phase advance from bin k's; the estimates that fall within ``max_cents`` are averaged by magnitude."""
+    n, nb = x2.shape
+    if n == 0:
+        return np.zeros(0)
+    mag = np.abs(x2)
+    h = np.arange(1, MAX_HARMONICS + 1)[None, :]
+    fh = h * f_coarse[:, None]  # [n, H]
+    k0 = np.round(fh / DF).astype(np.int64)
+    lo, hi = np.maximum(1, k0 - 1), np.minimum(nb - 1, k0 + 2)
+    usable = np.logical_and.accumulate((fh <= 0.45 * SAMPLE_RATE) & (lo < hi), axis=1)  # up to the first miss
+    cand = lo[..., None] + np.arange(3)  # [n, H, 3]: the bins searched
+    rows = np.arange(n)[:, None, None]
+    cm = np.where(cand < hi[..., None], mag[rows, np.clip(cand, 0, nb - 1)], -np.inf)
+    k = np.clip(lo + np.argmax(cm, axis=2), 1, nb - 2)  # [n, H]
+    r = np.arange(n)[:, None]
+    mk = mag[r, k]
+    peak = (mk >= 0.01 * mag.max(axis=1, keepdims=True)) & (mk >= mag[r, k - 1]) & (mk >= mag[r, k + 1])
+    dphi = np.angle(x2[r, k]) - np.angle(x1[r, k]) - 2 * math.pi * k * HOP / N_FFT
+    dev = (dphi + math.pi) % (2 * math.pi) - math.pi
+    off = dev * N_FFT / (2 * math.pi * HOP)  # bins between the partial and bin k's centre
+    f = (k + off) * DF / h
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cents = np.abs(1200 * np.log2(f / f_coarse[:, None]))
+    ok = usable & peak & (np.abs(off) <= 1.0) & (f > 0) & (cents <= max_cents)
+    # partials closer than 4 bins (f0 < 62.5 Hz) overlap; a high one is then less disturbed per cent
+    w = np.where(ok, mk * np.where(f_coarse[:, None] < 4 * DF, h, 1.0 / h), 0.0)
+    tot = w.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        est = (np.where(ok, f, 0.0) * w).sum(axis=1) / tot
+    return np.where(tot > 0, est, np.nan)
 
 
 def phase_f0(x1: np.ndarray, x2: np.ndarray, f_coarse: float, max_cents: float) -> float | None:
-    """f0 from the phase advance of the partials near the harmonics of ``f_coarse`` between complex
-    spectra ``x1`` and ``x2`` one hop apart, or None when no partial agrees within ``max_cents``."""
-    mag = np.abs(x2)
-    floor = 0.01 * mag.max()  # partials within 40 dB of the strongest
-    ests, weights = [], []
-    for h in range(1, MAX_HARMONICS + 1):
-        fh = h * f_coarse
-        if fh > 0.45 * SAMPLE_RATE:
-            break
-        k0 = int(round(fh / DF))
-        lo, hi = max(1, k0 - 1), min(len(mag) - 1, k0 + 2)
-        if lo >= hi:
-            break
-        k = lo + int(np.argmax(mag[lo:hi]))
-        if mag[k] < floor or mag[k] < mag[k - 1] or mag[k] < mag[k + 1]:
-            continue  # no partial here: a side lobe's phase belongs to another partial
-        dphi = np.angle(x2[k]) - np.angle(x1[k]) - 2 * math.pi * k * HOP / N_FFT
-        dev = (dphi + math.pi) % (2 * math.pi) - math.pi
-        off = dev * N_FFT / (2 * math.pi * HOP)  # bins between the partial and bin k's centre
-        f = (k + off) * DF / h
-        if abs(off) <= 1.0 and f > 0 and abs(1200 * math.log2(f / f_coarse)) <= max_cents:
-            ests.append(f)
-            # partials closer than 4 bins (f0 < 62.5 Hz) overlap; a high one is then less disturbed per cent
-            weights.append(mag[k] * (h if f_coarse < 4 * DF else 1.0 / h))
-    if not ests or sum(weights) <= 0:
-        return None
-    return float(np.average(ests, weights=weights))
+    """``phase_f0s`` for one frame pair (None when no partial agrees)."""
+    f = phase_f0s(x1[None, :], x2[None, :], np.array([f_coarse]), max_cents)[0]
+    return None if np.isnan(f) else float(f)
 
 
 class PitchRefiner:
@@ -95,26 +107,22 @@ class PitchRefiner:
                 self.first += 1
             self.frames.append(row)
 
-    def _frame(self, i: int) -> np.ndarray | None:
-        k = i - self.first
-        return self.frames[k] if 0 <= k < len(self.frames) else None
-
     def apply(self, probs: np.ndarray, first: int) -> np.ndarray:
         """[bins + 1, T] salience and voicing for output frames first.. -> [bins + 2, T] with refined cents."""
         cents = coarse_cents(probs[:-1])
         out = cents.copy()
-        for k in range(probs.shape[1]):
-            prev, self.prev = self.prev, float(cents[k])
-            if not abs(cents[k] - prev) < self.steady_cents:
-                continue
-            j = first + k + min(self.la, 0)
-            x1, x2 = self._frame(j - 1), self._frame(j)
-            if x1 is None or x2 is None:
-                continue
-            fc = PITCH_FMIN * 2 ** (cents[k] / 1200)
-            f = phase_f0(x1, x2, fc, self.max_cents)
-            if f is not None:
-                out[k] = 1200 * math.log2(f / PITCH_FMIN)
+        prev = np.concatenate([[self.prev], cents[:-1]])
+        if len(cents):
+            self.prev = float(cents[-1])
+        js = first + np.arange(len(cents)) + min(self.la, 0)
+        have = (js - 1 - self.first >= 0) & (js - self.first < len(self.frames))
+        sel = np.flatnonzero((np.abs(cents - prev) < self.steady_cents) & have)  # (NaN prev: not steady)
+        if len(sel):
+            pair = np.array([self.frames[i - self.first] for j in js[sel] for i in (j - 1, j)])
+            fc = PITCH_FMIN * 2 ** (cents[sel] / 1200)
+            f = phase_f0s(pair[0::2], pair[1::2], fc, self.max_cents)
+            good = ~np.isnan(f)
+            out[sel[good]] = 1200 * np.log2(f[good] / PITCH_FMIN)
         # later outputs never look further back than the next frame pair: drop what is older (a block's
         # worth of spectra is all this keeps, not the deque's bound)
         oldest = first + probs.shape[1] + min(self.la, 0) - 1

@@ -1,6 +1,6 @@
 """CPU cost of the whole engine per minute of audio, as docs/streaming.md reports it (run on request):
 
-    .venv/bin/python tests/cost_engine.py [--tasks pitch,onset,chord,drums,instrument] [--block 4]
+    .venv/bin/python tests/cost_engine.py [--tasks pitch,onset,chord,drums,instrument] [--block 4] [--models DIR]
 
 The demo clip, tiled to 64 s, is pushed through ``Engine.push`` one hop (160 samples) at a time, as a
 live device delivers it; the first 4 s are warm-up. One torch thread.
@@ -30,11 +30,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--block", type=int, default=4)
+    ap.add_argument("--models", type=Path, help="folder of bundles (default: the shipped ones)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     tasks = args.tasks.split(",")
     x = np.tile(read_audio(DEMO), 4)
-    eng = build_engine(load_models(tasks, None), block=args.block)
+    eng = build_engine(load_models(tasks, args.models), block=args.block)
     warm = 4 * SAMPLE_RATE
     for i in range(0, warm, HOP):
         eng.push(x[i:i + HOP])

@@ -101,6 +101,8 @@ def main() -> int:
               "block": a.block, "models": str(a.models or "shipped"), "clip": a.clip.name,
               "cpu_percent_of_one_core": round(cpu_pct, 2), "peak_rss_mb": round(max(s[2] for s in samples), 1),
               "peak_rss_worker_mb": round(max(s[3] for s in samples), 1),
+              # the worker's peak RSS so far, every 30 s of wall time (when it rose)
+              "peak_rss_worker_series": [(round(s[0]), round(s[3], 1)) for s in samples[::30]],
               "xruns": int(m.group(1)) if m else None, "gaps_s": float(m.group(2)) if m else None,
               "summary": err.strip().splitlines()[-1] if err.strip() else "", "tasks": {}}
     for task in a.tasks.split(","):

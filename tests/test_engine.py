@@ -37,7 +37,15 @@ def test_events_do_not_depend_on_block_sizes(tiny_bundles, tiny_data):
     odd_a, odd_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
     assert len(odd_a) <= max(2, len(a) // 100), odd_a
     for (task, t, v), (task2, t2, v2) in zip(odd_a, odd_b):
-        assert (task, v) == (task2, v2) and abs(t - t2) <= 0.0101, ((task, t, v), (task2, t2, v2))
+        assert task == task2 and abs(t - t2) <= 0.0101 and _same_value(v, v2), ((task, t, v), (task2, t2, v2))
+
+
+def _same_value(v: str, v2: str) -> bool:
+    """Labels equal, or f0s within 0.2 Hz (the 0.1-Hz rounding of two values a few ulps apart can differ)."""
+    try:
+        return abs(float(v) - float(v2)) <= 0.2
+    except ValueError:
+        return v == v2
 
 
 def test_analyze_writes_every_format(tiny_bundles, tiny_data, tmp_path):

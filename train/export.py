@@ -56,20 +56,20 @@ def flops_per_second(model: TaskModel) -> int:
     return int(feat_flops + fc.get_total_flops())
 
 
-def hop_latency_ms(scripted, rf: int, n_feat: int, runs: int = 200) -> dict:
-    """Single-thread wall time of one hop: features of one frame + the net on rf frames."""
+def hop_latency_ms(scripted, runs: int = 200) -> dict:
+    """Single-thread wall time of what the engine runs every hop: the frozen module's ``step`` on one new
+    frame (features and the network's new frame, from the cached context)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        frozen = torch.jit.freeze(scripted.eval(), preserved_attrs=["step", "initial_stream"])
         spec = torch.rand(1, N_BINS)
-        x = torch.randn(1, n_feat, rf)
-        st = scripted.initial_state()
+        st = frozen.initial_stream()
         ts = []
         with torch.no_grad():
             for i in range(runs + 20):
                 t0 = time.perf_counter()
-                scripted.features(spec)
-                scripted(x, st)
+                _, st = frozen.step(spec, st)
                 if i >= 20:
                     ts.append((time.perf_counter() - t0) * 1000)
     finally:
@@ -96,7 +96,7 @@ def export(task: str, net: FrameNet, path: Path, info: dict, decoder: dict | Non
     save_bundle(model, card, path)
     # measured after writing: the latency of the saved, reloaded bundle, then the file's bytes
     loaded = torch.jit.load(str(path))
-    card["latency_ms_per_hop"] = hop_latency_ms(loaded, net.receptive_field, model.bank.n_features)
+    card["latency_ms_per_hop"] = hop_latency_ms(loaded)
     _write_settled(lambda c: save_bundle(model, c, path), card, path)
     return card
 
@@ -138,7 +138,8 @@ def amend_card(path: Path, changes: dict[str, str], reason: str) -> dict:
 def upgrade(path: Path) -> dict:
     """Bring an older bundle (format 1: only its weights sealed; 2: no ``step``) to the current format:
     the network is rebuilt from the card's architecture with the bundle's own weights, checked to give
-    the old module's outputs, and saved with the same card (format, seal and bytes re-measured)."""
+    the old module's outputs, and saved with the same card (format, seal, bytes and per-hop latency
+    re-measured): also how a bundle gets the current streaming code."""
     from train.nets import FrameNet, NetConfig
 
     extra = {CARD_NAME: ""}
@@ -159,6 +160,8 @@ def upgrade(path: Path) -> dict:
         raise UserError(f"{path}: the rebuilt network does not reproduce the bundle's outputs")
     card.pop("card_sha256", None)
     card["format_version"] = FORMAT_VERSION
+    save_bundle(model, card, path)
+    card["latency_ms_per_hop"] = hop_latency_ms(torch.jit.load(str(path)))  # the new code's, measured
     _write_settled(lambda c: save_bundle(model, c, path), card, path)
     return card
 

@@ -203,11 +203,11 @@ class FrameNet(nn.Module):
     # -- incremental inference: each temporal convolution keeps its last kt - 1 input frames --------------
     @torch.jit.export
     def initial_caches(self) -> List[Tensor]:  # noqa: UP006
-        """Empty per-layer caches (no frames yet): one per Conv2d, then one per Conv1d."""
+        """Empty per-layer caches (no frames yet): one per Conv2d ([1, C, 0, F], time-major), then one per Conv1d."""
         out: List[Tensor] = []  # noqa: UP006
         i = 0
         for conv in self.conv2d:
-            out.append(torch.zeros(1, conv.weight.shape[1], self.rows2d[i], 0))
+            out.append(torch.zeros(1, conv.weight.shape[1], 0, self.rows2d[i]))
             i += 1
         for conv in self.conv1d:
             out.append(torch.zeros(1, conv.weight.shape[1], 0))
@@ -221,26 +221,34 @@ class FrameNet(nn.Module):
         new: List[Tensor] = []  # noqa: UP006
         x = self.inorm(x)
         z = self.harmonic_stack(x) if self.salience else x.unsqueeze(1)
+        # the 2-D stage runs time-major, [1, C, T, F]: with frequency as the long last axis, CPU convolutions
+        # of a few frames are 3-6x faster than over [1, C, F, T] (same weights, transposed; the same sums)
+        z = z.transpose(2, 3)
+        # and, for the salience stack (375 bins), channels-last on long blocks (offline analysis): 1.5x faster
+        # from ~50 frames, 2x slower on a few; the narrower nets lose 10-25% with it at any length
+        channels_last = self.salience and z.shape[2] >= 48
         i = 0
         for conv, bn in zip(self.conv2d, self.bn2d):
-            z = torch.cat([caches[i], z], 3)
-            kt = conv.weight.shape[3]
-            t = z.shape[3]
-            new.append(z[:, :, :, max(0, t - (kt - 1)):])
+            z = torch.cat([caches[i], z], 2)
+            if channels_last:
+                z = z.contiguous(memory_format=torch.channels_last)
+            kf, kt = conv.weight.shape[2], conv.weight.shape[3]
+            t = z.shape[2]
+            new.append(z[:, :, max(0, t - (kt - 1)):])
             if t >= kt:
-                z = torch.relu(bn(conv(z)))
+                z = torch.relu(bn(nn.functional.conv2d(z, conv.weight.transpose(2, 3), conv.bias, 1, (0, kf // 2))))
                 if self.pools[i] > 1:
-                    z = nn.functional.max_pool2d(z, (self.pools[i], 1))
+                    z = nn.functional.max_pool2d(z, (1, self.pools[i]))
             else:
-                z = torch.zeros(1, conv.weight.shape[0], self.rows2d[i] // self.pools[i], 0)
+                z = torch.zeros(1, conv.weight.shape[0], 0, self.rows2d[i] // self.pools[i])
             i += 1
         if self.salience:
-            if z.shape[3] == 0:
+            if z.shape[2] == 0:
                 return torch.zeros(1, self.n_out, 0), h, new
-            sal = self.head(z).squeeze(1)
+            sal = self.head(z).squeeze(1).transpose(1, 2)
             return torch.cat([sal, sal.max(1, keepdim=True)[0]], 1), h, new
         if len(self.conv2d) > 0:
-            x = z.flatten(1, 2)
+            x = z.transpose(2, 3).flatten(1, 2)
         for conv, bn in zip(self.conv1d, self.bn1d):
             x = torch.cat([caches[i], x], 2)
             kt = conv.weight.shape[2]

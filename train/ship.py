@@ -177,9 +177,11 @@ def _fmt_dev(d: dict | None, task: str) -> str:
 def results_markdown(rows: list[dict]) -> str:
     L = ["# Results: dense vs shipped bundles", "",
          "Scores: cross-soundfont test split (rendered with TimGM6mb; training banks per task below) "
-         "and `shared/dev-real` (real recordings, for the tasks it has). Latency: one hop "
-         "(features + network on its receptive field), single thread, p50, measured at export on the training "
-         "machine (2 cores, x86_64). All figures come from the bundle cards or were measured by `python -m train ship`.",
+         "and `shared/dev-real` (real recordings, for the tasks it has). Latency (`hop ms`): one hop, single thread, "
+         "p50, from the card, measured on the training machine (2 cores, x86_64): one frozen incremental `step` of "
+         "one new frame, what the engine runs every hop, for bundles exported or upgraded (`python -m train upgrade`) "
+         "since 2026-12-04; older cards, such as dense parents exported before, timed features plus the network on "
+         "its whole receptive field. All figures come from the bundle cards or were measured by `python -m train ship`.",
          "",
          "`analyze` is the shipped bundle's test score recomputed from what `edgemir analyze` wrote for "
          "the test split (files streamed from disk, the device's code path): it must equal the card's.",
