@@ -117,6 +117,8 @@ class Engine:
         cspec = self.stft.push(samples) if len(samples) else torch.zeros(0, N_BINS, dtype=torch.complex64)
         if final:
             cspec = torch.cat([cspec, self.stft.flush()])
+        if cspec.shape[0] == 0 and not final:  # part of a hop (a 256-sample period at 48 kHz is half of one)
+            return []
         spec = cspec.abs()
         n = spec.shape[0]
         levels = frame_levels_db(spec) if n else np.zeros(0)
