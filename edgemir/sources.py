@@ -91,7 +91,7 @@ class FileSource(Source):
         if self.realtime:
             # what is due, cut where a frame completes (its window's last sample: 512 + k * HOP in the stream),
             # as a device delivers whole periods: a read of a few samples every loop would cost the engine's
-            # per-push overhead hundreds of times a second for nothing (the demo took 26% of a core, 17% now)
+            # per-push overhead hundreds of times a second for nothing (the demo took 26% of a core, 18% now)
             due = int((time.perf_counter() - self.t0) * SAMPLE_RATE)
             end = self.base + self.pos + min(n, max(0, due - self.pos))
             half = N_FFT // 2  # frame k is complete once 512 + k * HOP samples of the stream have arrived
