@@ -220,3 +220,23 @@ def test_clock_gap_tells_a_skipped_period_from_jitter():
     assert clock_gap(1.02, 1.0, 160, 16000) == 0  # one block late: a straddled host buffer, or one lost
     assert clock_gap(1.03, 1.0, 160, 16000) == 320  # two periods missing
     assert clock_gap(1.03, 0.0, 160, 16000) == 0  # a backend without a clock (time 0)
+
+
+def test_paced_file_delivers_whole_frames_as_a_device_delivers_periods():
+    """The paced file source (the demo) hands over what is due up to the last completed frame (512 + k hops),
+    never a few samples per loop; looping keeps the frame grid of the stream, and a file's tail still arrives."""
+    import time
+
+    from edgemir.sources import FileSource
+
+    src = FileSource.from_array(np.ones(1000, np.float32), realtime=True, loop=True)
+    src.start()
+    got = []
+    for due in (300, 700, 1000, 1500):  # samples due since the start
+        src.t0 = time.perf_counter() - due / 16000
+        got.append(len(src.read(16000)))
+    # nothing before frame 0 is complete (512); then up to 512 + 160, 512 + 3 * 160; then the file's last 8
+    assert got == [0, 672, 320, 8]
+    src.read(16000)  # the end of the file: the loop rewinds
+    src.t0 = time.perf_counter() - 500 / 16000
+    assert src.base == 1000 and len(src.read(16000)) == 472  # to 1472 = 512 + 6 * 160 in the stream
