@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from edgemir.bundle import frozen_for_device
 from edgemir.decoders import Decoder, Event
 from edgemir.frontend import N_BINS, N_FFT, StreamingSTFT, frame_levels_db
 from edgemir.labels import FRAME_RATE, HOP, SAMPLE_RATE
@@ -27,10 +28,8 @@ class TaskRunner:
 
     def __init__(self, task: str, module, card: dict, decoder: Decoder | None = None, block: int = 4) -> None:
         self.task = task
-        # frozen for the device: parameters become constants and BatchNorm folds into the convolutions,
-        # which cuts the per-call cost of these small graphs by up to a third (tests check step == forward)
         if isinstance(module, torch.jit.ScriptModule):  # (training evaluates its eager nets through here too)
-            module = torch.jit.freeze(module.eval(), preserved_attrs=["step", "initial_stream"])
+            module = frozen_for_device(module)
         self.module = module
         self.card = card
         self.rf = int(card["receptive_field"])

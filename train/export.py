@@ -18,6 +18,7 @@ from edgemir.bundle import (
     FORMAT_VERSION,
     TaskModel,
     activation_for,
+    frozen_for_device,
     load_bundle,
     save_bundle,
     sealed_card,
@@ -62,7 +63,7 @@ def hop_latency_ms(scripted, runs: int = 200) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        frozen = torch.jit.freeze(scripted.eval(), preserved_attrs=["step", "initial_stream"])
+        frozen = frozen_for_device(scripted)
         spec = torch.rand(1, N_BINS)
         st = frozen.initial_stream()
         ts = []
