@@ -36,17 +36,58 @@ def coarse_cents(sal: np.ndarray, halfwidth: int = 4) -> np.ndarray:
     return np.sum(w * (idx * PITCH_CENTS_PER_BIN), axis=0) / (np.sum(w, axis=0) + 1e-9)
 
 
-def phase_f0s(x1: np.ndarray, x2: np.ndarray, f_coarse: np.ndarray, max_cents: float) -> np.ndarray:
+def _phase_freq(x1: np.ndarray, x2: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(frequency in Hz, offset in bins from bin k's centre) of the partial in bins ``k`` [n, m] of each row,
+    from the deviation of its phase advance over one hop from bin k's."""
+    r = np.arange(len(k))[:, None]
+    dphi = np.angle(x2[r, k]) - np.angle(x1[r, k]) - 2 * math.pi * k * HOP / N_FFT
+    off = ((dphi + math.pi) % (2 * math.pi) - math.pi) * N_FFT / (2 * math.pi * HOP)
+    return (k + off) * DF, off
+
+
+def _fundamental(x1: np.ndarray, x2: np.ndarray, mag: np.ndarray, f_coarse: np.ndarray, lo: np.ndarray,
+                 hi: np.ndarray) -> np.ndarray:
+    """The strongest spectral peak whose phase-read frequency lies in [lo, hi] Hz per row, else ``f_coarse``.
+
+    Below a few hundred Hz the model's salience cannot place a lone partial (a pure sine, a bass's
+    fundamental) closer than an STFT bin: its 20-cent bins there interpolate 15.6-Hz spectra and a sine reads
+    at a bin's centre, up to 5 semitones off at E1. The phase vocoder reads that partial exactly."""
+    n, nb = mag.shape
+    kl = np.clip(np.floor(lo / DF).astype(np.int64), 1, nb - 2)
+    cand = kl[:, None] + np.arange(6)  # the window spans at most 4 bins (3 DF) plus the edges
+    inside = cand <= np.minimum(np.ceil(hi / DF).astype(np.int64), nb - 2)[:, None]
+    cand = np.clip(cand, 1, nb - 2)
+    r = np.arange(n)[:, None]
+    mc = mag[r, cand]
+    peak = inside & (mc >= mag[r, cand - 1]) & (mc >= mag[r, cand + 1]) & (mc >= 0.01 * mag.max(axis=1, keepdims=True))
+    f, off = _phase_freq(x1, x2, cand)
+    ok = peak & (np.abs(off) <= 1.0) & (f >= lo[:, None]) & (f <= hi[:, None])
+    best = np.argmax(np.where(ok, mc, -1.0), axis=1)
+    found = ok[np.arange(n), best]
+    return np.where(found, f[np.arange(n), best], f_coarse)
+
+
+def phase_f0s(x1: np.ndarray, x2: np.ndarray, f_coarse: np.ndarray, max_cents: float,
+              spread_hz: float | np.ndarray = 0.0) -> np.ndarray:
     """Per frame pair (rows of complex spectra ``x1``, ``x2`` one hop apart): f0 from the phase advance of
     the partials near the harmonics of ``f_coarse``, or NaN when no partial agrees within ``max_cents``.
 
-    For each harmonic h the partial is the strongest of the 3 bins around h*f0, if it is a local maximum
-    within 40 dB of the frame's strongest bin; its frequency is bin k's centre plus the deviation of its
-    phase advance from bin k's; the estimates that fall within ``max_cents`` are averaged by magnitude."""
+    With ``spread_hz`` (per row, or one figure) the tolerance is the wider of ``max_cents`` and ``spread_hz``
+    (the model's uncertainty in Hz at low pitches): the strongest partial within it is read first
+    (``_fundamental``) and the harmonics are sought around that. For each harmonic h the partial is the
+    strongest of the 3 bins around h*f0, if it is a local maximum within 40 dB of the frame's strongest bin;
+    its frequency is bin k's centre plus the deviation of its phase advance from bin k's; the estimates that
+    fall within ``max_cents`` of the fundamental searched are averaged by magnitude."""
     n, nb = x2.shape
     if n == 0:
         return np.zeros(0)
     mag = np.abs(x2)
+    ratio = 2 ** (max_cents / 1200)
+    spread = np.broadcast_to(np.asarray(spread_hz, dtype=np.float64), f_coarse.shape)
+    f_lo = np.minimum(f_coarse / ratio, f_coarse - spread)
+    f_hi = np.maximum(f_coarse * ratio, f_coarse + spread)
+    if np.any(spread > 0):
+        f_coarse = np.where(spread > 0, _fundamental(x1, x2, mag, f_coarse, f_lo, f_hi), f_coarse)
     h = np.arange(1, MAX_HARMONICS + 1)[None, :]
     fh = h * f_coarse[:, None]  # [n, H]
     k0 = np.round(fh / DF).astype(np.int64)
@@ -59,13 +100,11 @@ def phase_f0s(x1: np.ndarray, x2: np.ndarray, f_coarse: np.ndarray, max_cents: f
     r = np.arange(n)[:, None]
     mk = mag[r, k]
     peak = (mk >= 0.01 * mag.max(axis=1, keepdims=True)) & (mk >= mag[r, k - 1]) & (mk >= mag[r, k + 1])
-    dphi = np.angle(x2[r, k]) - np.angle(x1[r, k]) - 2 * math.pi * k * HOP / N_FFT
-    dev = (dphi + math.pi) % (2 * math.pi) - math.pi
-    off = dev * N_FFT / (2 * math.pi * HOP)  # bins between the partial and bin k's centre
-    f = (k + off) * DF / h
+    f, off = _phase_freq(x1, x2, k)
+    f = f / h
     with np.errstate(divide="ignore", invalid="ignore"):
         cents = np.abs(1200 * np.log2(f / f_coarse[:, None]))
-    ok = usable & peak & (np.abs(off) <= 1.0) & (f > 0) & (cents <= max_cents)
+    ok = usable & peak & (np.abs(off) <= 1.0) & (f >= f_lo[:, None]) & (f <= f_hi[:, None]) & (cents <= max_cents)
     # partials closer than 4 bins (f0 < 62.5 Hz) overlap; a high one is then less disturbed per cent
     w = np.where(ok, mk * np.where(f_coarse[:, None] < 4 * DF, h, 1.0 / h), 0.0)
     tot = w.sum(axis=1)
@@ -84,21 +123,31 @@ class PitchRefiner:
     """Keeps the newest complex spectra; turns the model's salience into refined cents per output frame.
 
     Output frame j is decided when input frame ``j + lookahead`` arrives: the pair measured is frames j-1
-    and j when they exist by then (look-ahead >= 0), else the newest two. Only steady notes are refined
-    (the coarse estimate moved less than ``steady_cents`` since the previous frame): on vibrato and glides a
-    pair of frames that lags the labelled one would move the estimate the wrong way. The result is appended
-    to the probabilities as one more row (cents above C1), which the pitch decoder reads."""
+    and j when they exist by then (look-ahead >= 0), else the newest two. Only steady notes are refined: the
+    pair one hop older must read the same f0 within ``steady_cents``, and so must the model's coarse estimate
+    of the previous frame (on vibrato and glides a pair that lags the labelled frame would move the estimate
+    the wrong way). Below ``low_hz`` the model's estimate cannot place a lone partial closer than an STFT bin
+    (on a pure sine it swings by hundreds of cents from frame to frame): there the partial is sought within
+    ``spread_hz`` of it and only the signal's phases decide what is steady. The result is appended to the
+    probabilities as one more row (cents above C1), which the pitch decoder reads."""
 
     # max_cents 100 against 15 (tuner tones within ±2 cents on the right note, of 69 each): harmonic 65 vs 56,
     # sine 51 vs 22, pluck 63 vs 56; dev-real RPA 0.8807 vs 0.8802. A neighbouring partial read by mistake is
-    # (h+1)/h off, over 200 cents for the 8 harmonics searched, so it is still refused.
-    def __init__(self, lookahead: int, max_cents: float = 100.0, steady_cents: float = 10.0, keep: int = 4096) -> None:
+    # (h+1)/h off, over 200 cents for the 8 harmonics searched, so it is still refused. The low range (spread
+    # 1.5 bins below 200 Hz, steadiness from phases there): harmonic 69, sine 69, pluck 64 of 69, dev-real RPA
+    # 0.8801; the same gate everywhere (low_hz = inf) read 0.875, and the phase gate alone without the spread
+    # 0.878 (the sines below 200 Hz were 100-560 cents off: bin centres).
+    def __init__(self, lookahead: int, max_cents: float = 100.0, steady_cents: float = 10.0, keep: int = 4096,
+                 spread_hz: float = 1.5 * DF, low_hz: float = 200.0) -> None:
         self.la = lookahead
         self.max_cents = max_cents
+        self.spread_hz = spread_hz
+        self.low_hz = low_hz
         self.steady_cents = steady_cents
         self.frames: deque[np.ndarray] = deque(maxlen=keep)
         self.first = 0  # input frame index of frames[0]
         self.prev = float("nan")  # the previous output frame's coarse cents
+        self.prev_f = float("nan")  # and its pair's phase-read f0 (NaN: none)
 
     def add(self, cspec: torch.Tensor) -> None:
         """Append complex spectra [n, N_BINS] of the next input frames."""
@@ -114,15 +163,22 @@ class PitchRefiner:
         prev = np.concatenate([[self.prev], cents[:-1]])
         if len(cents):
             self.prev = float(cents[-1])
-        js = first + np.arange(len(cents)) + min(self.la, 0)
-        have = (js - 1 - self.first >= 0) & (js - self.first < len(self.frames))
-        sel = np.flatnonzero((np.abs(cents - prev) < self.steady_cents) & have)  # (NaN prev: not steady)
+        js = first + np.arange(len(cents)) + min(self.la, 0)  # the newer frame of each pair
+        # the frames with a pair: a contiguous run that reaches the block's end (none only at a stream's start)
+        sel = np.flatnonzero((js - 1 - self.first >= 0) & (js - self.first < len(self.frames)))
+        f = np.full(len(cents), np.nan)
         if len(sel):
             pair = np.array([self.frames[i - self.first] for j in js[sel] for i in (j - 1, j)])
             fc = PITCH_FMIN * 2 ** (cents[sel] / 1200)
-            f = phase_f0s(pair[0::2], pair[1::2], fc, self.max_cents)
-            good = ~np.isnan(f)
-            out[sel[good]] = 1200 * np.log2(f[good] / PITCH_FMIN)
+            low = fc < self.low_hz
+            f[sel] = phase_f0s(pair[0::2], pair[1::2], fc, self.max_cents, np.where(low, self.spread_hz, 0.0))
+            older = np.concatenate([[self.prev_f], f[:-1]])[sel]  # the previous frame's pair, one hop older
+            with np.errstate(invalid="ignore"):  # (NaN: not steady)
+                good = (np.abs(1200 * np.log2(f[sel] / older)) < self.steady_cents) & (
+                    low | (np.abs(cents[sel] - prev[sel]) < self.steady_cents))
+            out[sel[good]] = 1200 * np.log2(f[sel][good] / PITCH_FMIN)
+        if len(cents):
+            self.prev_f = float(f[-1])
         # later outputs never look further back than the next frame pair: drop what is older (a block's
         # worth of spectra is all this keeps, not the deque's bound)
         oldest = first + probs.shape[1] + min(self.la, 0) - 1
