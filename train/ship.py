@@ -137,6 +137,7 @@ def ship_command(args) -> None:
         kept = json.loads(shipped.read_text())
         rows += [refreshed(r, out / f"{r['task']}.ts", args) if r["task"] in refresh else r
                  for r in kept if r["task"] not in named and (out / f"{r['task']}.ts").is_file()]
+    rows = [_card_figures(r, out / f"{r['task']}.ts") for r in rows]
     rows.sort(key=lambda r: r["task"])
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).write_text(results_markdown(rows))
@@ -156,6 +157,15 @@ def refreshed(row: dict, bundle: Path, args) -> dict:
             "analyze_test": analyzed_scores(task, bundle, Path(args.data_root) / task / "test"),
             "test_generator": _generator(Path(args.data_root) / task / "test"),
             "dev_real_shipped": analyzed_scores(task, bundle, Path(args.dev_real) / task)}
+
+
+def _card_figures(row: dict, bundle: Path) -> dict:
+    """The shipped row's size, cost and per-hop time as the shipped bundle's card states them now: ``train
+    upgrade`` re-exports bundles in place and re-measures their per-hop time, after the row was written."""
+    card = read_card(bundle)
+    now = {"params": card["params"], "bytes": card["bytes"], "flops_per_second": card["flops_per_second"],
+           "latency_ms_p50": card["latency_ms_per_hop"]["p50"]}
+    return {**row, "shipped": {**row["shipped"], **now}}
 
 
 def _relative_run(fit: dict | None) -> dict | None:
