@@ -45,6 +45,14 @@ def _phase_freq(x1: np.ndarray, x2: np.ndarray, k: np.ndarray) -> tuple[np.ndarr
     return (k + off) * DF, off
 
 
+def _peaks(mag: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(magnitude, whether a partial) at bins ``k`` [n, m] of each row: a local maximum within 40 dB of the
+    row's strongest bin (``k`` within 1..bins-2)."""
+    r = np.arange(len(k))[:, None]
+    mk = mag[r, k]
+    return mk, (mk >= 0.01 * mag.max(axis=1, keepdims=True)) & (mk >= mag[r, k - 1]) & (mk >= mag[r, k + 1])
+
+
 def _fundamental(x1: np.ndarray, x2: np.ndarray, mag: np.ndarray, f_coarse: np.ndarray, lo: np.ndarray,
                  hi: np.ndarray) -> np.ndarray:
     """The strongest spectral peak whose phase-read frequency lies in [lo, hi] Hz per row, else ``f_coarse``.
@@ -57,11 +65,9 @@ def _fundamental(x1: np.ndarray, x2: np.ndarray, mag: np.ndarray, f_coarse: np.n
     cand = kl[:, None] + np.arange(6)  # the window spans at most 4 bins (3 DF) plus the edges
     inside = cand <= np.minimum(np.ceil(hi / DF).astype(np.int64), nb - 2)[:, None]
     cand = np.clip(cand, 1, nb - 2)
-    r = np.arange(n)[:, None]
-    mc = mag[r, cand]
-    peak = inside & (mc >= mag[r, cand - 1]) & (mc >= mag[r, cand + 1]) & (mc >= 0.01 * mag.max(axis=1, keepdims=True))
+    mc, peak = _peaks(mag, cand)
     f, off = _phase_freq(x1, x2, cand)
-    ok = peak & (np.abs(off) <= 1.0) & (f >= lo[:, None]) & (f <= hi[:, None])
+    ok = inside & peak & (np.abs(off) <= 1.0) & (f >= lo[:, None]) & (f <= hi[:, None])
     best = np.argmax(np.where(ok, mc, -1.0), axis=1)
     found = ok[np.arange(n), best]
     return np.where(found, f[np.arange(n), best], f_coarse)
@@ -97,9 +103,7 @@ def phase_f0s(x1: np.ndarray, x2: np.ndarray, f_coarse: np.ndarray, max_cents: f
     rows = np.arange(n)[:, None, None]
     cm = np.where(cand < hi[..., None], mag[rows, np.clip(cand, 0, nb - 1)], -np.inf)
     k = np.clip(lo + np.argmax(cm, axis=2), 1, nb - 2)  # [n, H]
-    r = np.arange(n)[:, None]
-    mk = mag[r, k]
-    peak = (mk >= 0.01 * mag.max(axis=1, keepdims=True)) & (mk >= mag[r, k - 1]) & (mk >= mag[r, k + 1])
+    mk, peak = _peaks(mag, k)
     f, off = _phase_freq(x1, x2, k)
     f = f / h
     with np.errstate(divide="ignore", invalid="ignore"):
