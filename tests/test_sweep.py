@@ -97,6 +97,10 @@ def test_results_commands_reproduce_min_keep_retune_and_rescore():
     assert "--seed 0 --min-keep 0.25 --distill 0.5" in md
     assert "python -m train retune runs/d/bundles/drums-trim-r02.ts --data data/drums" in md
     assert "python -m train rescore runs/d --data data/drums" in md
+    assert "--align" not in md
+    md = results_markdown([{**row, "aligned": ["runs/d/bundles/drums-trim-r02.ts"]}])  # retuned with --align
+    assert "python -m train retune runs/d/bundles/drums-trim-r02.ts --data data/drums --align" in md
+    assert md.count("train retune") == 1
     md = results_markdown([{**row, "settings": settings, "retuned": [], "rescored": False}])  # older rows: neither
     assert "--min-keep" not in md and "--distill" not in md and "retune" not in md and "train fit" not in md
     assert "rescore" not in md

@@ -266,3 +266,34 @@ def test_retune_picks_the_pitch_threshold_by_overall_accuracy(tiny_data, tmp_pat
     assert after["decoder"]["threshold"] == max(oa, key=oa.get)
     assert after["scores"]["valid"]["overall_accuracy"] == max(oa.values())
     assert len(set(oa.values())) > 1  # the threshold matters on this data, so the choice is a real one
+
+
+def test_retune_align_stamps_a_late_stamped_bundle_earlier(tiny_data, tmp_path):
+    """`retune --align`: a bundle whose outputs are stamped two frames late (its card's look-ahead lowered by
+    two) loses pitch accuracy on moving notes; aligning on valid moves the stamp back (a larger look-ahead)
+    and records the old one. The choice is the least look-ahead within the tolerance of the best on valid."""
+    from edgemir.bundle import find_bundles, load_bundle
+    from train.dataset import load_split
+    from train.export import rewrite_card
+    from train.fit import LATENCY_TOLERANCE, model_probs, tune_on
+
+    data = tiny_data("pitch")
+    path = tmp_path / "pitch.ts"
+    path.write_bytes(find_bundles(None, ["pitch"])["pitch"].read_bytes())
+    b = load_bundle(path)
+    late = int(b.card["lookahead"]) - 2
+    rewrite_card(path, b.module, {**b.card, "lookahead": late})
+    r = run_cli([sys.executable, "-m", "train", "retune", str(path), "--data", str(data), "--reason", "test", "--align"])
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    after = load_bundle(path).card
+    assert after["weights_sha256"] == b.card["weights_sha256"]
+    amend = after["amendments"][-1]
+    assert amend["old"]["lookahead"] == late and amend["new"]["lookahead"] == after["lookahead"]
+    assert after["lookahead"] > late  # two frames late costs accuracy that the alignment wins back
+    valid = load_split("pitch", data / "valid")
+    oa = {la: tune_on("pitch", model_probs("pitch", b.module, {**b.card, "lookahead": la}, valid))[1]["overall_accuracy"]
+          for la in (late, after["lookahead"])}
+    assert oa[after["lookahead"]] > oa[late]
+    best = max(amend["new"]["valid_by_lookahead"].values())
+    assert after["lookahead"] == min(int(a) for a, v in amend["new"]["valid_by_lookahead"].items()
+                                     if v >= best - LATENCY_TOLERANCE)

@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("bundles", nargs="+", type=Path)
     rt.add_argument("--data", type=Path, required=True, help="the task's data folder (valid/ and test/)")
     rt.add_argument("--reason", required=True)
+    rt.add_argument("--align", action="store_true",
+                    help="also tune the frame outputs are stamped with (the card's look-ahead) on valid")
 
     rs = sub.add_parser("rescore", help="re-score every round of lottery runs on their task's (new) test split")
     rs.add_argument("runs", nargs="+", type=Path)
@@ -230,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
             from train.retune import retune
 
             for b in args.bundles:
-                card = retune(b, args.data, args.reason)
-                print(f"retuned {b}: decoder {card['decoder']}, test {json.dumps(card['scores']['test'])}")
+                card = retune(b, args.data, args.reason, args.align)
+                print(f"retuned {b}: decoder {card['decoder']}, look-ahead {card['lookahead']:+d}, "
+                      f"test {json.dumps(card['scores']['test'])}")
         elif args.cmd == "rescore":
             from train.retune import rescore_run
 

@@ -1,5 +1,5 @@
-"""Re-measure written bundles: ``retune`` re-tunes a bundle's decoder on valid and re-scores it;
-``rescore_run`` re-scores every round of a lottery run on its (e.g. enlarged) test split.
+"""Re-measure written bundles: ``retune`` re-tunes a bundle's decoder on valid and re-scores it (with
+``align``, also the frame its outputs are stamped with); ``rescore_run`` re-scores every round of a lottery run on its (e.g. enlarged) test split.
 
 The weights and every other measured figure stay; what changes is replaced by what this code
 measured, and the old values are kept (the card's ``amendments``, the run's ``rescored.json``)."""
@@ -14,21 +14,48 @@ from edgemir.errors import UserError
 from train import metrics
 from train.dataset import load_split
 from train.export import rewrite_card
-from train.fit import model_probs, tune_on
+from train.fit import LATENCY_TOLERANCE, model_probs, tune_on
 from train.report import RESCORED, load_run
 
 
-def retune(path: Path, data: Path, reason: str) -> dict:
-    """Tune on ``data/valid`` (by ``metrics.TUNE``), score ``data/test`` with those settings, rewrite."""
+# Output alignments ``align`` tries, in frames added to the bundle's look-ahead (the engine stamps output j
+# with input frame j + rf - 1 - lookahead), and the least look-ahead the centred window allows.
+ALIGN_STEPS = (-1, 0, 1, 2)
+MIN_LOOKAHEAD = -3
+
+
+def retune(path: Path, data: Path, reason: str, align: bool = False) -> dict:
+    """Tune on ``data/valid`` (by ``metrics.TUNE``), score ``data/test`` with those settings, rewrite.
+
+    With ``align``, the frame each output is stamped with is tuned too. A net trained to label a frame
+    before its window is complete (negative look-ahead) can only partly extrapolate, so on moving pitch
+    its outputs describe an earlier frame than the one they are stamped with. Every alignment of
+    ``ALIGN_STEPS`` is tuned on valid; among those within ``LATENCY_TOLERANCE`` of the best, the least
+    look-ahead (the earliest events) wins. The card's ``lookahead`` becomes that alignment (what the
+    engine stamps with and what latency counts); ``architecture.lookahead`` stays what training used."""
     b = load_bundle(path)
     card = dict(b.card)
     task = card["task"]
-    kw, valid = tune_on(task, model_probs(task, b.module, card, load_split(task, Path(data) / "valid")))
+    valid_items = load_split(task, Path(data) / "valid")
+    la0 = int(card["lookahead"])
+    tried = {}
+    for la in sorted({max(MIN_LOOKAHEAD, la0 + s) for s in ALIGN_STEPS}) if align else [la0]:
+        c = {**card, "lookahead": la}
+        tried[la] = tune_on(task, model_probs(task, b.module, c, valid_items))
+    key = metrics.TUNE[task]
+    best = max(float(v[key]) for _, v in tried.values())
+    la = min(a for a, (_, v) in tried.items() if float(v[key]) >= best - LATENCY_TOLERANCE)
+    kw, valid = tried[la]
+    card["lookahead"] = la
     _, test = tune_on(task, model_probs(task, b.module, card, load_split(task, Path(data) / "test")), kw)
     kw = json.loads(json.dumps(kw))  # tuples -> lists, as a card holds them
     old = {"decoder": card.get("decoder"), "scores": card.get("scores")}
-    card.setdefault("amendments", []).append(
-        {"reason": reason, "old": old, "new": {"decoder": kw, "tuned_for": metrics.TUNE[task]}})
+    new = {"decoder": kw, "tuned_for": key}
+    if align:
+        old["lookahead"] = la0
+        new["lookahead"] = la
+        new["valid_by_lookahead"] = {str(a): float(v[key]) for a, (_, v) in tried.items()}
+    card.setdefault("amendments", []).append({"reason": reason, "old": old, "new": new})
     card["decoder"], card["scores"] = kw, {"valid": valid, "test": test}
     rewrite_card(path, b.module, card)
     return card

@@ -113,6 +113,7 @@ def ship_command(args) -> None:
         load_bundle(dst)  # verify what ships
         dense_path = Path(run_dir) / "bundles" / dense["bundle"]
         retuned = [str(p) for p in (dense_path, src) if _retuned(p)]
+        aligned = [str(p) for p in (dense_path, src) if _retuned(p, align=True)]
         # the card's test score was measured by the trainer through the engine; check that what
         # `edgemir analyze` writes for the same split scores the same
         analyzed = analyzed_scores(task, dst, Path(args.data_root) / task / "test")
@@ -121,6 +122,7 @@ def ship_command(args) -> None:
                      "test_generator": _generator(Path(args.data_root) / task / "test"),
                      "task": task, "run": str(run_dir), "settings": run["settings"], "dense": dense, "shipped": chosen,
                      "within_1pt": met, "removed_90": chosen["fraction_removed"] >= 0.9, "retuned": retuned,
+                     "aligned": aligned,
                      "rescored": (Path(run_dir) / RESCORED).is_file(),
                      "dense_fit": _relative_run(dense.get("dense_fit")),
                      "dev_real_rounds": {str(k): v for k, v in dev_scores.items()},
@@ -152,7 +154,9 @@ def refreshed(row: dict, bundle: Path, args) -> dict:
     card = read_card(bundle)
     test = card["scores"]["test"]
     shipped = {**row["shipped"], "test": float(test[HEADLINE[task]]), "decoder": card.get("decoder")}
+    aligned = set(row.get("aligned", [])) | ({str(bundle)} if _retuned(bundle, align=True) else set())
     return {**row, "shipped": shipped, "retuned": sorted(set(row.get("retuned", [])) | {str(bundle)}),
+            "aligned": sorted(aligned),
             "within_1pt": shipped["test"] >= row["dense"]["test"] - TOLERANCE,
             "analyze_test": analyzed_scores(task, bundle, Path(args.data_root) / task / "test"),
             "test_generator": _generator(Path(args.data_root) / task / "test"),
@@ -173,9 +177,11 @@ def _relative_run(fit: dict | None) -> dict | None:
     return fit and {**fit, "run": os.path.relpath(fit["run"])}
 
 
-def _retuned(bundle: Path) -> bool:
-    """Whether ``train retune`` re-tuned this bundle's decoder after its lottery run wrote it."""
-    return any("tuned_for" in a.get("new", {}) for a in read_card(bundle).get("amendments", []))
+def _retuned(bundle: Path, align: bool = False) -> bool:
+    """Whether ``train retune`` re-tuned this bundle's decoder (with ``align``: its output alignment too)
+    after its lottery run wrote it."""
+    return any("tuned_for" in a.get("new", {}) and (not align or "lookahead" in a["new"])
+               for a in read_card(bundle).get("amendments", []))
 
 
 def _fmt_dev(d: dict | None, task: str) -> str:
@@ -241,8 +247,11 @@ def results_markdown(rows: list[dict]) -> str:
                  + (f" --init-from {fit['run']}" if fit else ""))
         if r.get("rescored"):
             L.append(f"python -m train rescore {r['run']} --data data/{s['task']} --reason '...'")
-        if r.get("retuned"):
-            L.append(f"python -m train retune {' '.join(r['retuned'])} --data data/{s['task']} --reason '...'")
+        plain = [b for b in r.get("retuned", []) if b not in r.get("aligned", [])]
+        if plain:
+            L.append(f"python -m train retune {' '.join(plain)} --data data/{s['task']} --reason '...'")
+        if r.get("aligned"):
+            L.append(f"python -m train retune {' '.join(r['aligned'])} --data data/{s['task']} --align --reason '...'")
     L.append("python -m train ship " + " ".join(r["run"] for r in rows))
     L += ["```", ""]
     return "\n".join(L)
