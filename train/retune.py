@@ -1,5 +1,6 @@
 """Re-measure written bundles: ``retune`` re-tunes a bundle's decoder on valid and re-scores it (with
-``align``, also the frame its outputs are stamped with); ``rescore_run`` re-scores every round of a lottery run on its (e.g. enlarged) test split.
+``align``, also the frame its outputs are stamped with); ``rescore_run`` re-scores every round of a
+lottery run on its (e.g. enlarged) test split.
 
 The weights and every other measured figure stay; what changes is replaced by what this code
 measured, and the old values are kept (the card's ``amendments``, the run's ``rescored.json``)."""
@@ -16,7 +17,6 @@ from train.dataset import load_split
 from train.export import rewrite_card
 from train.fit import LATENCY_TOLERANCE, model_probs, tune_on
 from train.report import RESCORED, load_run
-
 
 # Output alignments ``align`` tries, in frames added to the bundle's look-ahead (the engine stamps output j
 # with input frame j + rf - 1 - lookahead), and the least look-ahead the centred window allows.
