@@ -297,3 +297,8 @@ def test_retune_align_stamps_a_late_stamped_bundle_earlier(tiny_data, tmp_path):
     best = max(amend["new"]["valid_by_lookahead"].values())
     assert after["lookahead"] == min(int(a) for a, v in amend["new"]["valid_by_lookahead"].items()
                                      if v >= best - LATENCY_TOLERANCE)
+    # events are scored within 50 ms: aligning them would only stamp them later, so it is refused
+    onset = tmp_path / "onset.ts"
+    onset.write_bytes(find_bundles(None, ["onset"])["onset"].read_bytes())
+    r = run_cli([sys.executable, "-m", "train", "retune", str(onset), "--data", str(data), "--reason", "t", "--align"])
+    assert r.returncode == 2 and "frame-wise" in r.stderr.decode() and b"Traceback" not in r.stderr

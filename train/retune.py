@@ -12,6 +12,7 @@ from pathlib import Path
 
 from edgemir.bundle import load_bundle
 from edgemir.errors import UserError
+from edgemir.tasks import REGISTRY
 from train import metrics
 from train.dataset import load_split
 from train.export import rewrite_card
@@ -36,6 +37,10 @@ def retune(path: Path, data: Path, reason: str, align: bool = False) -> dict:
     b = load_bundle(path)
     card = dict(b.card)
     task = card["task"]
+    # Only a frame-wise score measures timing: an event task's F counts a hit anywhere within 50 ms, so the
+    # least look-ahead within tolerance would merely stamp its events later and read as less latency.
+    if align and REGISTRY[task].format != "f0":
+        raise UserError(f"{path}: --align needs a frame-wise score (pitch); {task}'s events are scored within 50 ms")
     valid_items = load_split(task, Path(data) / "valid")
     la0 = int(card["lookahead"])
     tried = {}
