@@ -77,10 +77,10 @@ def main() -> int:
            "--duration", str(seconds), "--block", str(a.block)] + (["--models", str(a.models)] if a.models else [])
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    samples = []  # (wall, cpu, rss) of the edgemir processes, and the worker's own rss
+    samples = []  # (wall, cpu, rss) of the edgemir processes, the worker's own rss and cpu
     while p.poll() is None:
         time.sleep(1.0)
-        samples.append((time.perf_counter() - t0, *cpu_rss(tree(p.pid)), cpu_rss([p.pid])[1]))
+        samples.append((time.perf_counter() - t0, *cpu_rss(tree(p.pid)), *cpu_rss([p.pid])[::-1]))
     err = p.stderr.read()
     pl.kill()
     j.terminate()
@@ -97,9 +97,11 @@ def main() -> int:
     w0 = min(samples, key=lambda s: abs(s[0] - start_wall))
     w1 = samples[-2] if len(samples) > 2 else samples[-1]
     cpu_pct = 100 * (w1[1] - w0[1]) / max(w1[0] - w0[0], 1e-9)
+    worker_pct = 100 * (w1[4] - w0[4]) / max(w1[0] - w0[0], 1e-9)
     report = {"machine": platform.machine(), "python": platform.python_version(), "minutes": a.minutes,
               "block": a.block, "models": str(a.models or "shipped"), "clip": a.clip.name,
-              "cpu_percent_of_one_core": round(cpu_pct, 2), "peak_rss_mb": round(max(s[2] for s in samples), 1),
+              "cpu_percent_of_one_core": round(cpu_pct, 2), "cpu_percent_worker": round(worker_pct, 2),
+              "peak_rss_mb": round(max(s[2] for s in samples), 1),
               "peak_rss_worker_mb": round(max(s[3] for s in samples), 1),
               # the worker's peak RSS so far, every 30 s of wall time (when it rose)
               "peak_rss_worker_series": [(round(s[0]), round(s[3], 1)) for s in samples[::30]],
@@ -111,7 +113,8 @@ def main() -> int:
         report["tasks"][task] = {"events": int(len(lat)), "latency_p50_ms": round(float(np.percentile(lat, 50)), 1)
                                  if len(lat) else None,
                                  "latency_p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None}
-    print(f"{a.minutes:g} min live, JACK dummy 48 kHz/256, block {a.block}: CPU {cpu_pct:.1f}% of one core, "
+    print(f"{a.minutes:g} min live, JACK dummy 48 kHz/256, block {a.block}: CPU {cpu_pct:.1f}% of one core "
+          f"(worker {worker_pct:.1f}%, capture process {cpu_pct - worker_pct:.1f}%), "
           f"peak RSS {report['peak_rss_worker_mb']:.0f} MB (with the capture process {report['peak_rss_mb']:.0f}), "
           f"xruns {report['xruns']}, gaps {report['gaps_s']} s")
     for task, r in report["tasks"].items():
