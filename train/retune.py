@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgemir.bundle import load_bundle
 from edgemir.errors import UserError
-from edgemir.tasks import REGISTRY
+from edgemir.tasks import REGISTRY, make_decoder
 from train import metrics
 from train.dataset import load_split
 from train.export import rewrite_card
@@ -20,9 +20,11 @@ from train.fit import LATENCY_TOLERANCE, model_probs, tune_on
 from train.report import RESCORED, load_run
 
 # Output alignments ``align`` tries, in frames added to the bundle's look-ahead (the engine stamps output j
-# with input frame j + rf - 1 - lookahead), and the least look-ahead the centred window allows.
-ALIGN_STEPS = (-1, 0, 1, 2)
+# with input frame j + rf - 1 - lookahead, so at most rf - 1), and the least look-ahead the centred window allows.
+ALIGN_STEPS = (-1, 0, 1, 2, 3, 4)
 MIN_LOOKAHEAD = -3
+# formats whose score is frame-wise (it sees timing): pitch per frame, chord segments by overlap
+ALIGNABLE = ("f0", "segments")
 
 
 def retune(path: Path, data: Path, reason: str, align: bool = False) -> dict:
@@ -30,26 +32,30 @@ def retune(path: Path, data: Path, reason: str, align: bool = False) -> dict:
 
     With ``align``, the frame each output is stamped with is tuned too. A net trained to label a frame
     before its window is complete (negative look-ahead) can only partly extrapolate, so on moving pitch
-    its outputs describe an earlier frame than the one they are stamped with. Every alignment of
-    ``ALIGN_STEPS`` is tuned on valid; among those within ``LATENCY_TOLERANCE`` of the best, the least
-    look-ahead (the earliest events) wins. The card's ``lookahead`` becomes that alignment (what the
-    engine stamps with and what latency counts); ``architecture.lookahead`` stays what training used."""
+    its outputs describe an earlier frame than the one they are stamped with; a causal smoothing decoder
+    (the chord HMM) lags the same way. Every alignment of ``ALIGN_STEPS`` is tuned on valid (its decoder
+    too); among those within ``LATENCY_TOLERANCE`` of the best, the least delay (look-ahead plus the
+    decoder's) wins. The card's ``lookahead`` becomes that alignment (what the engine stamps with and what
+    latency counts); ``architecture.lookahead`` stays what training used."""
     b = load_bundle(path)
     card = dict(b.card)
     task = card["task"]
     # Only a frame-wise score measures timing: an event task's F counts a hit anywhere within 50 ms, so the
     # least look-ahead within tolerance would merely stamp its events later and read as less latency.
-    if align and REGISTRY[task].format != "f0":
-        raise UserError(f"{path}: --align needs a frame-wise score (pitch); {task}'s events are scored within 50 ms")
+    if align and REGISTRY[task].format not in ALIGNABLE:
+        raise UserError(f"{path}: --align needs a frame-wise score (pitch, chord); {task}'s events are scored "
+                        "within 50 ms")
     valid_items = load_split(task, Path(data) / "valid")
     la0 = int(card["lookahead"])
+    top = int(card["receptive_field"]) - 1
     tried = {}
-    for la in sorted({max(MIN_LOOKAHEAD, la0 + s) for s in ALIGN_STEPS}) if align else [la0]:
+    for la in sorted({min(top, max(MIN_LOOKAHEAD, la0 + s)) for s in ALIGN_STEPS}) if align else [la0]:
         c = {**card, "lookahead": la}
         tried[la] = tune_on(task, model_probs(task, b.module, c, valid_items))
     key = metrics.TUNE[task]
     best = max(float(v[key]) for _, v in tried.values())
-    la = min(a for a, (_, v) in tried.items() if float(v[key]) >= best - LATENCY_TOLERANCE)
+    near = [a for a, (_, v) in tried.items() if float(v[key]) >= best - LATENCY_TOLERANCE]
+    la = min(near, key=lambda a: (a + make_decoder(task, **tried[a][0]).delay_frames, a))
     kw, valid = tried[la]
     card["lookahead"] = la
     _, test = tune_on(task, model_probs(task, b.module, card, load_split(task, Path(data) / "test")), kw)
