@@ -271,7 +271,8 @@ def test_retune_picks_the_pitch_threshold_by_overall_accuracy(tiny_data, tmp_pat
 def test_retune_align_stamps_a_late_stamped_bundle_earlier(tiny_data, tmp_path):
     """`retune --align`: a bundle whose outputs are stamped two frames late (its card's look-ahead lowered by
     two) loses pitch accuracy on moving notes; aligning on valid moves the stamp back (a larger look-ahead)
-    and records the old one. The choice is the least look-ahead within the tolerance of the best on valid."""
+    and records the old one. The choice is the least delay within the tolerance of the best on valid (the
+    pitch decoder adds none, so the least look-ahead)."""
     from edgemir.bundle import find_bundles, load_bundle
     from train.dataset import load_split
     from train.export import rewrite_card
