@@ -97,13 +97,16 @@ class Pipeline:
         self.notify = notify
         self.state = LiveState()
         self.la = {r.task: r.la for r in engine.runners}
+        self.right = {r.task: r.framing.right for r in engine.runners}  # samples a frame's window reaches past it
+        if hasattr(source, "frame_offset") and self.right:  # a paced file delivers up to the newest complete frame
+            source.frame_offset = min(self.right.values())
         self.samples = 0
         self.nonfinite = 0  # samples that were NaN/inf (replaced by 0)
         self.clipped = 0  # samples at or over full scale
         self.peak = 0.0
 
     def latency_ms(self, e: Event, block_compute_s: float) -> float:
-        needed = (e.frame + self.la.get(e.task, 0)) * HOP + N_FFT // 2
+        needed = (e.frame + self.la.get(e.task, 0)) * HOP + self.right.get(e.task, N_FFT // 2)
         algorithmic = max(0, needed - e.t * SAMPLE_RATE) / SAMPLE_RATE
         arrived = self.source.arrival_time(needed)
         if arrived is None:  # unpaced: algorithmic latency plus this block's compute

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from edgemir.errors import UserError
-from edgemir.labels import SAMPLE_RATE, TASKS
+from edgemir.labels import HOP, SAMPLE_RATE, TASKS
 from edgemir.tasks import HEADLINE
 
 SCHEMA_VERSION = 1
@@ -55,9 +55,9 @@ def _bench_bundle(path: str, threads: int, hops: int, q) -> None:
         from edgemir.engine import TaskRunner
         from edgemir.frontend import batch_spectrum
 
-        spec = batch_spectrum(torch.from_numpy(read_audio(DEMO)))
-        levels = np.zeros(1)
         runner = TaskRunner(card["task"], b.module, card, block=1)
+        spec = batch_spectrum(torch.from_numpy(read_audio(DEMO)), runner.framing)
+        levels = np.zeros(1)
         for i in range(50):
             runner.push(spec[i:i + 1], levels)
         ts = np.empty(hops)
@@ -115,7 +115,8 @@ def bench_engine(bundles: dict, seconds: float, audio: np.ndarray | None = None)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     st = runner.status()
     n = runner.samples
-    expected = max(0, (n - 512) // 160 + 1)  # frames complete after n samples (window half = 512)
+    right = next(iter(eng.stfts)).right  # the hops count the latest-completing framing's frames
+    expected = max(0, (n - right) // HOP + 1)  # its frames complete after n samples
     return {"tasks": list(bundles), "seconds": runner.state.audio_s - WARMUP_S, "cpu_percent_one_core": cpu / wall * 100,
             "latency_ms": {"p50": st["latency_p50_ms"], "p99": st["latency_p99_ms"]},
             "block_compute_ms": {"p50": st["compute_p50_ms"], "p99": st["compute_p99_ms"]},

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from edgemir.errors import UserError
-from edgemir.frontend import FRONTEND_CARD, FeatureBank
+from edgemir.frontend import CENTRED, FeatureBank, Framing
 from edgemir.labels import TASKS
 
 # 3: ``step`` (incremental inference); 2: the card sealed by card_sha256; 1: only the weights sealed
@@ -107,12 +107,12 @@ def sealed_card(card: dict) -> str:
     return json.dumps(card, indent=1)
 
 
-def save_bundle(model: TaskModel, card: dict, path: Path) -> Path:
-    """Script the model and write it with its card (sha256 and format version filled in)."""
+def save_bundle(model: TaskModel, card: dict, path: Path, framing: Framing = CENTRED) -> Path:
+    """Script the model and write it with its card (sha256, format version and framing filled in)."""
     scripted = torch.jit.script(model.eval())
     card = dict(card)
     card["format_version"] = FORMAT_VERSION
-    card["frontend"] = dict(FRONTEND_CARD)
+    card["frontend"] = framing.card()
     card["weights_sha256"] = weights_sha256(scripted)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,8 +167,10 @@ def load_bundle(path: Path) -> Bundle:
         raise UserError(f"{path}: the card does not match its sha256 (tampered or damaged bundle)")
     if card.get("task") not in TASKS:
         raise UserError(f"{path}: unknown task {card.get('task')!r} in card")
-    if card.get("frontend") != FRONTEND_CARD:
-        raise UserError(f"{path}: front-end parameters {card.get('frontend')} differ from this engine's {FRONTEND_CARD}")
+    try:
+        Framing.from_card(card.get("frontend"))
+    except ValueError as e:
+        raise UserError(f"{path}: {e}") from None
     if weights_sha256(module) != card.get("weights_sha256"):
         raise UserError(f"{path}: weights do not match the card's sha256 (tampered or damaged bundle)")
     for key in ("receptive_field", "lookahead", "labels"):

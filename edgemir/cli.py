@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def card_summary(path: Path, card: dict) -> list[str]:
     """A bundle card in a few lines a person reads (``info --json`` gives the raw card)."""
+    from edgemir.frontend import Framing
     from edgemir.labels import FRAME_RATE, HOP, PITCH_BINS, PITCH_CENTS_PER_BIN, PITCH_FMIN, SAMPLE_RATE, note_name
     from edgemir.tasks import REGISTRY
 
@@ -88,9 +89,14 @@ def card_summary(path: Path, card: dict) -> list[str]:
              f"{card.get('flops_per_second', 0) / 1e6:.1f} MFLOP/s"]
     lat = card.get("latency_ms_per_hop") or {}
     la = int(card.get("lookahead", 0))
-    half = 512 * 1000 / SAMPLE_RATE
-    lines.append(f"  timing      sees {half + la * 1000 / FRAME_RATE:.0f} ms past each frame (window half {half:.0f} ms, "
-                 f"look-ahead {la:+d})")
+    try:
+        fr = Framing.from_card(card.get("frontend"))
+        reach = fr.ms_past
+        win = fr.n_fft * 1000 // SAMPLE_RATE
+        lines.append(f"  timing      sees {reach + la * 1000 / FRAME_RATE:.0f} ms past each frame ({win} ms window "
+                     f"reaching {reach:.0f} ms past its frame, look-ahead {la:+d})")
+    except ValueError as e:
+        lines.append(f"  timing      {e}")
     lines.append(f"              context {card.get('receptive_field')} frames of {HOP * 1000 // SAMPLE_RATE} ms"
                  + (f", {lat['p50']:.2f} ms/hop at export" if "p50" in lat else ""))
     if task in REGISTRY and REGISTRY[task].format == "f0":

@@ -1,8 +1,9 @@
-"""The engine: audio samples -> shared STFT -> each task's model on its context -> decoders -> events.
+"""The engine: audio samples -> shared STFTs -> each task's model on its context -> decoders -> events.
 
 One code path for live, paced-file and unpaced (offline/evaluation) analysis: every caller
-pushes sample blocks and receives events. Models run incrementally on blocks of ``block`` new
-frames, each layer keeping its own cached context, which gives the batch outputs.
+pushes sample blocks and receives events. One STFT runs per framing the loaded bundles use (pitch,
+chords and instruments share the centred one; onsets and drums the causal one). Models run incrementally
+on blocks of ``block`` new frames, each layer keeping its own cached context, which gives the batch outputs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 
 from edgemir.bundle import frozen_for_device
 from edgemir.decoders import Decoder, Event
-from edgemir.frontend import N_BINS, N_FFT, StreamingSTFT, frame_levels_db
+from edgemir.frontend import CENTRED, Framing, StreamingSTFT, frame_levels_db
 from edgemir.labels import FRAME_RATE, HOP, SAMPLE_RATE
 from edgemir.refine import PitchRefiner
 from edgemir.tasks import REGISTRY, make_decoder
@@ -34,14 +35,17 @@ class TaskRunner:
         self.card = card
         self.rf = int(card["receptive_field"])
         self.la = int(card["lookahead"])
+        self.framing = Framing.from_card(card["frontend"]) if "frontend" in card else CENTRED
         self.block = max(1, block)
         self.decoder = decoder or make_decoder(task)
         # f0: the STFT phase refines the model's coarse f0 (tuner precision); its cents row is decoded
         self.refiner = PitchRefiner(self.la) if REGISTRY[task].refine else None
-        self.silence = torch.zeros(1, N_BINS)
+        if self.refiner is not None and self.framing != CENTRED:
+            raise ValueError("the pitch refiner reads the centred framing's phases")
+        self.silence = torch.zeros(1, self.framing.n_bins)
         with torch.no_grad():  # left context of silence before the first frame, as in training
             y, self.state = module.step(self.silence.repeat(self.rf - 1 - self.la, 1), module.initial_stream())
-        self.pending = torch.zeros(0, N_BINS)  # spectra waiting for a full block
+        self.pending = torch.zeros(0, self.framing.n_bins)  # spectra waiting for a full block
         # index of the next output frame: with a negative look-ahead the silence already decided the first
         # -lookahead frames (nothing to report there); each output then gets the newest frame's level
         self.next_out = int(y.shape[2])
@@ -63,7 +67,7 @@ class TaskRunner:
             self.ran = True
             with torch.no_grad():
                 y, self.state = self.module.step(self.pending, self.state)
-            self.pending = torch.zeros(0, N_BINS)
+            self.pending = torch.zeros(0, self.framing.n_bins)
             ready = y.shape[2]
             if ready:
                 lv = np.asarray(self.levels[:ready])
@@ -101,34 +105,45 @@ class Engine:
 
     def __init__(self, runners: list[TaskRunner]) -> None:
         self.runners = runners
-        self.stft = StreamingSTFT()
+        # one STFT per framing in use, the latest-completing first (its frames count the hops)
+        framings = sorted({r.framing for r in runners} or {CENTRED}, key=lambda f: -f.right)
+        self.stfts = {f: StreamingSTFT(f) for f in framings}
         self.frames = 0
         self.stats = Stats()
         self.level_db = -120.0
 
     @property
     def algorithmic_latency_s(self) -> dict[str, float]:
-        """Per task: window half + model look-ahead + decoder delay + block wait (no compute)."""
-        return {r.task: (N_FFT // 2) / SAMPLE_RATE + (r.la + r.decoder.delay_frames + r.block - 1) / FRAME_RATE
+        """Per task: the window's reach past its frame + model look-ahead + decoder delay + block wait (no
+        compute)."""
+        return {r.task: r.framing.right / SAMPLE_RATE + (r.la + r.decoder.delay_frames + r.block - 1) / FRAME_RATE
                 for r in self.runners}
 
     def push(self, samples: np.ndarray, final: bool = False) -> list[Event]:
-        cspec = self.stft.push(samples) if len(samples) else torch.zeros(0, N_BINS, dtype=torch.complex64)
-        if final:
-            cspec = torch.cat([cspec, self.stft.flush()])
-        if cspec.shape[0] == 0 and not final:  # part of a hop (a 256-sample period at 48 kHz is half of one)
-            return []
-        spec = cspec.abs()
-        n = spec.shape[0]
-        levels = frame_levels_db(spec) if n else np.zeros(0)
-        if n:
-            self.level_db = float(levels[-1])
+        got = {}
+        for f, stft in self.stfts.items():
+            c = stft.push(samples) if len(samples) else torch.zeros(0, f.n_bins, dtype=torch.complex64)
+            if final:
+                c = torch.cat([c, stft.flush()])
+            got[f] = c
+        if not final and not any(c.shape[0] for c in got.values()):  # part of a hop (a 256-sample period at
+            return []  # 48 kHz is half of one)
+        spectra = {}
+        for f, c in got.items():
+            spec = c.abs()
+            spectra[f] = (c, spec, frame_levels_db(spec) if spec.shape[0] else np.zeros(0))
+        first = next(iter(spectra.values()))
+        n = first[1].shape[0]
+        newest = min(spectra, key=lambda f: f.right)
+        if spectra[newest][2].shape[0]:
+            self.level_db = float(spectra[newest][2][-1])
         self.frames += n
         self.stats.hops += n
         t0 = time.perf_counter()
         events: list[Event] = []
         for r in self.runners:
-            events += r.push(spec, levels, final, cspec)
+            c, spec, levels = spectra[r.framing]
+            events += r.push(spec, levels, final, c)
         if any(r.ran for r in self.runners):  # a block that ran models (not a hop that only waited)
             self.stats.add_compute((time.perf_counter() - t0) * 1000)
         return events

@@ -1,11 +1,18 @@
-"""The shared front-end: one STFT per 10 ms hop, then per-task fixed filterbanks and log.
+"""The shared front-end: STFTs every 10 ms hop, then per-task fixed filterbanks and log.
 
-The same functions run in batch (training, offline analysis) and hop by hop (live). Frame ``t`` is
-centred on sample ``t * HOP``: a stream starts with ``N_FFT // 2`` zeros, so frame ``t`` can be
-computed once sample ``t * HOP + N_FFT // 2`` has arrived (a 32 ms look-ahead of the window).
+The same functions run in batch (training, offline analysis) and hop by hop (live). A *framing* says where
+frame ``t``'s window lies: it ends ``right`` samples after sample ``t * HOP`` (a stream starts with
+``n_fft - right`` zeros), so frame ``t`` can be computed once sample ``t * HOP + right`` has arrived.
+``CENTRED`` (1024 samples, centred: 32 ms past the frame) gives the frequency detail that pitch, chords and
+instruments need; ``CAUSAL`` (512 samples ending 10 ms past the frame) lets onsets and drums decide within
+10-20 ms of a hit (docs/live-design.md). A bundle's card names its framing; the engine runs one STFT per
+framing that its bundles use.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import torch
@@ -13,41 +20,94 @@ from torch import Tensor, nn
 
 from edgemir.labels import HOP, PITCH_FMIN, SAMPLE_RATE
 
-N_FFT: int = 1024
-N_BINS: int = N_FFT // 2 + 1
 LOG_EPS: float = 1e-5
-_WINDOW = torch.hann_window(N_FFT, periodic=True, dtype=torch.float64).float()
-_SCALE = 2.0 / float(_WINDOW.sum())  # a full-scale sine gives a peak magnitude of ~1
 
-FRONTEND_CARD = {"sample_rate": SAMPLE_RATE, "hop": HOP, "n_fft": N_FFT, "window": "hann", "center_pad": N_FFT // 2}
+
+@dataclass(frozen=True)
+class Framing:
+    """Where each frame's Hann window lies: ``n_fft`` samples ending ``right`` samples past the frame's time."""
+
+    n_fft: int
+    right: int
+
+    @property
+    def left(self) -> int:
+        return self.n_fft - self.right
+
+    @property
+    def n_bins(self) -> int:
+        return self.n_fft // 2 + 1
+
+    @property
+    def ms_past(self) -> float:
+        """How far past its frame's time a window reaches (what a frame waits for), in ms."""
+        return 1000.0 * self.right / SAMPLE_RATE
+
+    def card(self) -> dict:
+        return {"sample_rate": SAMPLE_RATE, "hop": HOP, "n_fft": self.n_fft, "window": "hann", "left_pad": self.left}
+
+    @staticmethod
+    def from_card(fe: object) -> Framing:
+        """The framing a bundle card names; ValueError says what is wrong. Cards before framings had a
+        ``center_pad`` (half the window: the centred framing)."""
+        if not isinstance(fe, dict):
+            raise ValueError("no front-end parameters")
+        left = fe.get("left_pad", fe.get("center_pad"))
+        n = fe.get("n_fft")
+        if (fe.get("sample_rate"), fe.get("hop"), fe.get("window")) != (SAMPLE_RATE, HOP, "hann") or not (
+                isinstance(n, int) and isinstance(left, int) and n in (256, 512, 1024, 2048) and 0 <= left <= n):
+            raise ValueError(f"front-end parameters {fe} are not a framing this engine runs "
+                             f"({SAMPLE_RATE} Hz, hop {HOP}, Hann window of 256-2048 samples)")
+        return Framing(n, n - left)
+
+    @staticmethod
+    def of(features: dict) -> Framing:
+        """The framing of a task's feature spec (``n_fft``/``right`` keys; centred without them)."""
+        n = int(features.get("n_fft", CENTRED.n_fft))
+        return Framing(n, int(features.get("right", n // 2)))
+
+
+CENTRED = Framing(1024, 512)
+CAUSAL = Framing(512, 160)
+N_FFT: int = CENTRED.n_fft  # the centred framing's figures (the pitch refiner reads its phases)
+N_BINS: int = CENTRED.n_bins
+
+
+@cache
+def _window(n_fft: int) -> tuple[Tensor, float]:
+    w = torch.hann_window(n_fft, periodic=True, dtype=torch.float64).float()
+    return w, 2.0 / float(w.sum())  # a full-scale sine gives a peak magnitude of ~1
 
 
 def complex_spectrum(frames: Tensor) -> Tensor:
-    """Complex spectra [..., N_BINS] of raw frames [..., N_FFT] (scaled as ``spectrum``)."""
-    return torch.fft.rfft(frames * _WINDOW, dim=-1) * _SCALE
+    """Complex spectra [..., n_fft // 2 + 1] of raw frames [..., n_fft] (scaled as ``spectrum``)."""
+    w, scale = _window(frames.shape[-1])
+    return torch.fft.rfft(frames * w, dim=-1) * scale
 
 
 def spectrum(frames: Tensor) -> Tensor:
-    """Magnitude spectra [..., N_BINS] of raw frames [..., N_FFT]."""
+    """Magnitude spectra [..., n_fft // 2 + 1] of raw frames [..., n_fft]."""
     return complex_spectrum(frames).abs()
 
 
-def frame_signal(x: Tensor, pad_end: bool = True) -> Tensor:
-    """Frames [T, N_FFT] of a mono signal, centred on multiples of HOP (zero padding at the start,
-    and at the end when ``pad_end``), exactly as a stream sees them."""
-    x = torch.nn.functional.pad(x, (N_FFT // 2, N_FFT // 2 if pad_end else 0))
-    if x.shape[-1] < N_FFT:
-        x = torch.nn.functional.pad(x, (0, N_FFT - x.shape[-1]))
-    return x.unfold(-1, N_FFT, HOP)
+def frame_signal(x: Tensor, pad_end: bool = True, framing: Framing = CENTRED) -> Tensor:
+    """Frames [T, n_fft] of a mono signal, one per HOP, each window ending ``framing.right`` samples past
+    its frame's time (zero padding at the start, and at the end when ``pad_end``), exactly as a stream sees
+    them."""
+    n = framing.n_fft
+    x = torch.nn.functional.pad(x, (framing.left, framing.right if pad_end else 0))
+    if x.shape[-1] < n:
+        x = torch.nn.functional.pad(x, (0, n - x.shape[-1]))
+    return x.unfold(-1, n, HOP)
 
 
-def batch_spectrum(x: Tensor) -> Tensor:
-    """[..., samples] -> [..., T, N_BINS]."""
-    return spectrum(frame_signal(x))
+def batch_spectrum(x: Tensor, framing: Framing = CENTRED) -> Tensor:
+    """[..., samples] -> [..., T, bins]."""
+    return spectrum(frame_signal(x, framing=framing))
 
 
 def frame_levels_db(spec: Tensor) -> np.ndarray:
-    """Each frame's level in dB (full-scale sine = 0 dB) from magnitude spectra [T, N_BINS]; the decoders'
+    """Each frame's level in dB (full-scale sine = 0 dB) from magnitude spectra [T, bins] (any framing); the decoders'
     silence gates and training's masks use the same figure."""
     return 10 * np.log10(np.maximum((spec**2).sum(dim=1).numpy() / 2, 1e-12))
 
@@ -56,45 +116,47 @@ class StreamingSTFT:
     """Hop-by-hop complex spectra whose magnitudes equal ``batch_spectrum`` on the concatenated stream (the
     models read magnitudes; the pitch refiner reads phases)."""
 
-    def __init__(self) -> None:
-        self.buf = np.zeros(N_FFT // 2, dtype=np.float32)  # the start padding
+    def __init__(self, framing: Framing = CENTRED) -> None:
+        self.framing = framing
+        self.buf = np.zeros(framing.left, dtype=np.float32)  # the start padding
 
     def push(self, samples: np.ndarray) -> Tensor:
-        """Append samples; return the complex spectra [n, N_BINS] of every frame that is now complete."""
+        """Append samples; return the complex spectra [n, bins] of every frame that is now complete."""
         self.buf = np.concatenate([self.buf, samples.astype(np.float32, copy=False)])
-        n = 0 if len(self.buf) < N_FFT else 1 + (len(self.buf) - N_FFT) // HOP
+        nf = self.framing.n_fft
+        n = 0 if len(self.buf) < nf else 1 + (len(self.buf) - nf) // HOP
         if n == 0:
-            return torch.zeros(0, N_BINS, dtype=torch.complex64)
-        frames = torch.from_numpy(self.buf[: (n - 1) * HOP + N_FFT]).unfold(0, N_FFT, HOP)
+            return torch.zeros(0, self.framing.n_bins, dtype=torch.complex64)
+        frames = torch.from_numpy(self.buf[: (n - 1) * HOP + nf]).unfold(0, nf, HOP)
         out = complex_spectrum(frames)
         self.buf = self.buf[n * HOP:]
         return out
 
     def flush(self) -> Tensor:
         """Spectra of the frames that need the end padding (end of a file)."""
-        return self.push(np.zeros(N_FFT // 2, dtype=np.float32))
+        return self.push(np.zeros(self.framing.right, dtype=np.float32))
 
 
 # -- filterbanks --------------------------------------------------------------------------------
-def mel_bank(n_mels: int, fmin: float = 30.0, fmax: float = 8000.0) -> np.ndarray:
-    """[n_mels, N_BINS] Slaney mel filterbank (librosa's, computed once at export time)."""
+def mel_bank(n_mels: int, fmin: float = 30.0, fmax: float = 8000.0, n_fft: int = N_FFT) -> np.ndarray:
+    """[n_mels, n_fft // 2 + 1] Slaney mel filterbank (librosa's, computed once at export time)."""
     import librosa
 
-    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels, fmin=fmin, fmax=fmax).astype(np.float32)
+    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax).astype(np.float32)
 
 
-def logfreq_bank(bins_per_octave: int, n_bins: int, fmin: float = PITCH_FMIN) -> np.ndarray:
-    """[n_bins, N_BINS] triangular filters on a log-frequency axis (a CQT-like bank on the STFT).
+def logfreq_bank(bins_per_octave: int, n_bins: int, fmin: float = PITCH_FMIN, n_fft: int = N_FFT) -> np.ndarray:
+    """[n_bins, n_fft // 2 + 1] triangular filters on a log-frequency axis (a CQT-like bank on the STFT).
 
     librosa has no STFT-domain log-frequency bank, so we build one: each filter spans its
     neighbours' centres, but never less than one STFT bin, so low bins interpolate the STFT
     rather than fall between its bins. Rows are normalised to unit sum.
     """
-    freqs = np.arange(N_BINS) * SAMPLE_RATE / N_FFT
-    df = SAMPLE_RATE / N_FFT
+    freqs = np.arange(n_fft // 2 + 1) * SAMPLE_RATE / n_fft
+    df = SAMPLE_RATE / n_fft
     centres = fmin * 2.0 ** (np.arange(n_bins) / bins_per_octave)
     ratio = 2.0 ** (1.0 / bins_per_octave)
-    bank = np.zeros((n_bins, N_BINS), dtype=np.float64)
+    bank = np.zeros((n_bins, n_fft // 2 + 1), dtype=np.float64)
     for i, fc in enumerate(centres):
         lo = max(fc - fc / ratio, df)
         hi = max(fc * ratio - fc, df)
@@ -105,7 +167,7 @@ def logfreq_bank(bins_per_octave: int, n_bins: int, fmin: float = PITCH_FMIN) ->
 
 
 class FeatureBank(nn.Module):
-    """A fixed filterbank and log compression: spectra [..., T, N_BINS] -> features [..., F, T].
+    """A fixed filterbank and log compression: spectra [..., T, bins] -> features [..., F, T].
 
     Each filter is stored as its non-zero span only (bin indices and weights, K per filter), so a
     bundle carries a few KB instead of an F x 513 matrix, and a frame costs F*K multiply-adds."""
@@ -136,9 +198,11 @@ class FeatureBank(nn.Module):
 
 
 def bank_for(spec: dict, shift_margin: int = 0) -> np.ndarray:
-    """The filterbank of a feature spec; ``shift_margin`` extra log bins on each side (training)."""
+    """The filterbank of a feature spec (on its framing's bins); ``shift_margin`` extra log bins on each side
+    (training)."""
+    n_fft = Framing.of(spec).n_fft
     if spec["kind"] == "mel":
-        return mel_bank(spec["n_mels"])
+        return mel_bank(spec["n_mels"], n_fft=n_fft)
     bpo = spec["bins_per_octave"]
     fmin = spec["fmin"] * 2.0 ** (-shift_margin / bpo)
-    return logfreq_bank(bpo, spec["n_bins"] + 2 * shift_margin, fmin)
+    return logfreq_bank(bpo, spec["n_bins"] + 2 * shift_margin, fmin, n_fft)

@@ -75,6 +75,9 @@ class FileSource(Source):
         self.pos = 0  # samples delivered since the start (or the last loop)
         self.base = 0  # samples delivered before the last loop
         self.t0 = 0.0
+        # paced reads end where a frame completes: its window's last sample, ``frame_offset + k * HOP`` in the
+        # stream (the engine's earliest-completing framing; the app sets it)
+        self.frame_offset = N_FFT // 2
 
     @classmethod
     def from_array(cls, audio: np.ndarray, name: str = "memory", realtime: bool = False, loop: bool = False) -> FileSource:
@@ -89,13 +92,13 @@ class FileSource(Source):
 
     def read(self, n: int) -> np.ndarray | None:
         if self.realtime:
-            # what is due, cut where a frame completes (its window's last sample: 512 + k * HOP in the stream),
+            # what is due, cut where a frame completes (its window's last sample: frame_offset + k * HOP),
             # as a device delivers whole periods: a read of a few samples every loop would cost the engine's
             # per-push overhead hundreds of times a second for nothing (the demo took 26% of a core, 18% now)
             due = int((time.perf_counter() - self.t0) * SAMPLE_RATE)
             end = self.base + self.pos + min(n, max(0, due - self.pos))
-            half = N_FFT // 2  # frame k is complete once 512 + k * HOP samples of the stream have arrived
-            end = half + (end - half) // HOP * HOP if end >= half else 0
+            off = self.frame_offset
+            end = off + (end - off) // HOP * HOP if end >= off else 0
             n = max(0, end - self.base - self.pos)
             if n == 0:
                 return np.zeros(0, dtype=np.float32)

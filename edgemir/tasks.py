@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edgemir.decoders import ChordDecoder, Decoder, DrumDecoder, InstrumentDecoder, OnsetDecoder, PitchDecoder
+from edgemir.frontend import CAUSAL
 from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES, PITCH_FMIN, TASKS
 
 FORMATS = ("f0", "times", "events", "segments", "label")
@@ -34,7 +35,8 @@ class Task:
     suffix: str  # annotation / result file suffix
     classes: tuple[str, ...]  # event classes, segment or file labels; () for f0
     activation: str  # "sigmoid" (independent units) or "softmax" (one class per frame)
-    features: dict  # the front-end's feature spec (edgemir.frontend.bank_for)
+    features: dict  # the front-end's feature spec for training (edgemir.frontend.bank_for; its framing:
+    # Framing.of); a bundle's card carries its own, which the engine follows
     decoder: type[Decoder]
     grid: tuple[dict, ...]  # decoder settings tried when a model is tuned (train/fit.py)
     headline: str  # the key of the mir_eval summary that ranks models
@@ -52,7 +54,9 @@ class Task:
         return self.activation == "sigmoid"
 
 
-_MEL80 = {"kind": "mel", "n_mels": 80}
+# onsets and drums read the causal framing (a 32 ms window ending 10 ms past the frame: edgemir.frontend),
+# so they can decide within 10-20 ms of a hit; the others the centred one (the frequency detail of 64 ms)
+_MEL80 = {"kind": "mel", "n_mels": 80, "n_fft": CAUSAL.n_fft, "right": CAUSAL.right}
 
 
 def _unit(v) -> bool:

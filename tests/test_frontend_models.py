@@ -8,25 +8,46 @@ import numpy as np
 import pytest
 import torch
 
-from edgemir.frontend import N_BINS, StreamingSTFT, bank_for, batch_spectrum
+from edgemir.frontend import CAUSAL, CENTRED, Framing, StreamingSTFT, bank_for, batch_spectrum
 from edgemir.labels import CHORDS, FAMILIES, PITCH_BINS, SAMPLE_RATE
 from edgemir.tasks import REGISTRY
 from train.nets import build, count_params, task_config
 
 
-def test_stream_equals_batch_for_any_block_sizes():
+@pytest.mark.parametrize("framing", [CENTRED, CAUSAL])
+def test_stream_equals_batch_for_any_block_sizes(framing):
     rng = np.random.default_rng(1)
     x = rng.standard_normal(23456).astype(np.float32) * 0.3
-    batch = batch_spectrum(torch.from_numpy(x))
-    s, parts, i = StreamingSTFT(), [], 0
+    batch = batch_spectrum(torch.from_numpy(x), framing)
+    s, parts, i = StreamingSTFT(framing), [], 0
     while i < len(x):
         n = int(rng.integers(1, 900))
         parts.append(s.push(x[i:i + n]))
         i += n
     parts.append(s.flush())
     stream = torch.cat(parts).abs()
-    assert stream.shape == batch.shape == (1 + len(x) // 160, N_BINS)
+    assert stream.shape == batch.shape == (1 + len(x) // 160, framing.n_bins)
     assert torch.equal(stream, batch)
+
+
+@pytest.mark.parametrize("framing, first", [(CENTRED, 47), (CAUSAL, 50)])
+def test_a_frame_sees_at_most_its_framings_reach_past_its_time(framing, first):
+    """A click at frame 50's time (sample 8000): the centred window (32 ms past its frame) shows it from
+    frame 47, the causal one (10 ms past) from frame 50, its own frame, never before."""
+    x = np.zeros(16000, np.float32)
+    x[8000] = 1.0
+    spec = batch_spectrum(torch.from_numpy(x), framing)
+    lit = np.flatnonzero(spec.sum(1).numpy() > 1e-6)
+    assert lit[0] == first and lit[-1] == (8000 + framing.left) // 160  # (the window's first sample weighs 0)
+
+
+def test_framing_cards_round_trip_and_old_cards_read_as_centred():
+    assert Framing.from_card(CAUSAL.card()) == CAUSAL
+    old = {"sample_rate": 16000, "hop": 160, "n_fft": 1024, "window": "hann", "center_pad": 512}
+    assert Framing.from_card(old) == CENTRED
+    for bad in (None, {**old, "hop": 256}, {**old, "n_fft": 1000}, {**old, "center_pad": 2000}):
+        with pytest.raises(ValueError):
+            Framing.from_card(bad)
 
 
 def test_a_sine_lands_in_the_right_pitch_bin():
@@ -40,7 +61,7 @@ def test_a_sine_lands_in_the_right_pitch_bin():
     assert abs(peak * 20 - cents) <= 20
 
 
-EXPECTED = {"pitch": (PITCH_BINS + 1, 5, -1), "onset": (1, 11, 3), "drums": (3, 11, 3), "chord": (len(CHORDS), 13, 6),
+EXPECTED = {"pitch": (PITCH_BINS + 1, 5, -1), "onset": (1, 11, 1), "drums": (3, 11, 3), "chord": (len(CHORDS), 13, 6),
             "instrument": (len(FAMILIES), 9, 4)}
 
 
@@ -103,8 +124,9 @@ def test_incremental_step_equals_batch_forward_for_every_task(which, tiny_bundle
     folder = tiny_bundles if which == "tiny" else Path(__file__).resolve().parents[1] / "edgemir" / "models"
     g = torch.Generator().manual_seed(0)
     for path in sorted(folder.glob("*.ts")):
-        m = load_bundle(path).module
-        spec = torch.rand(120, N_BINS, generator=g) ** 4
+        b = load_bundle(path)
+        m = b.module
+        spec = torch.rand(120, Framing.from_card(b.card["frontend"]).n_bins, generator=g) ** 4
         with torch.no_grad():
             want, _ = m(m.features(spec).unsqueeze(0), m.initial_state())
             state, outs, i = m.initial_stream(), [], 0

@@ -32,10 +32,10 @@ def _load_without_train(bundles):
     code = ("import sys; sys.modules['train'] = None\n"
             "import torch, json\n"
             "from edgemir.bundle import load_bundle\n"
-            "from edgemir.frontend import N_BINS\n"
+            "from edgemir.frontend import Framing\n"
             "for p in sys.argv[1:]:\n"
             "    b = load_bundle(p)\n"
-            "    f = b.module.features(torch.rand(40, N_BINS))\n"
+            "    f = b.module.features(torch.rand(40, Framing.from_card(b.card['frontend']).n_bins))\n"
             "    y, _ = b.module(f.unsqueeze(0), b.module.initial_state())\n"
             "    assert y.shape[-1] == 40 - b.card['receptive_field'] + 1\n"
             "    print(json.dumps([b.card['round'], b.card['params'], b.card['nonzero_params']]))\n")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from edgemir.audio_io import read_audio  # the device's reader: one code path for audio in
-from edgemir.frontend import N_BINS, FeatureBank, bank_for, batch_spectrum, frame_levels_db
+from edgemir.frontend import FeatureBank, Framing, bank_for, batch_spectrum, frame_levels_db
 from edgemir.labels import FRAME_RATE, PITCH_BINS, hz_to_cents
 from edgemir.tasks import REGISTRY
 from train import annotations as ann
@@ -23,7 +23,7 @@ MEL_SHIFT = {"instrument": 2.0}
 @dataclass
 class Item:
     name: str
-    spec: torch.Tensor  # [T, N_BINS] float16
+    spec: torch.Tensor  # [T, bins] float16, on the task's framing
     target: np.ndarray  # task-specific per-frame targets [T, ...]
     levels: np.ndarray  # per-frame level in dB
     audio_path: Path
@@ -65,13 +65,16 @@ def frame_targets(task: str, path: Path, n: int) -> np.ndarray:
     return np.full(n, spec.classes.index(ann.read_label(path, spec.classes)), np.int64)
 
 
-def load_split(task: str, folder: Path, limit: int | None = None) -> list[Item]:
+def load_split(task: str, folder: Path, limit: int | None = None, framing: Framing | None = None) -> list[Item]:
+    """Items with spectra on ``framing`` (the task spec's by default; evaluation reads the audio anew
+    through the engine, on each bundle's own framing)."""
+    framing = framing or Framing.of(REGISTRY[task].features)
     names = ann.list_items(task, folder)[:limit]
     items = []
     for nme in names:
         wav = Path(folder) / f"{nme}.wav"
         x = read_audio(wav)
-        spec = batch_spectrum(torch.from_numpy(x))
+        spec = batch_spectrum(torch.from_numpy(x), framing)
         lv = frame_levels_db(spec)
         tg = frame_targets(task, Path(folder) / (nme + REGISTRY[task].suffix), spec.shape[0])
         items.append(Item(nme, spec.half(), tg, lv, wav))
@@ -91,7 +94,9 @@ class Batcher:
         self.task, self.items, self.rf, self.la, self.length = task, items, rf, la, length
         self.augment = augment
         self.rng = np.random.default_rng(seed)
-        spec = REGISTRY[task].features
+        # the bank on the items' framing (the net's: a parent trained before its task changed framing keeps it)
+        self.n_bins = int(items[0].spec.shape[1]) if items else Framing.of(REGISTRY[task].features).n_bins
+        spec = {**REGISTRY[task].features, "n_fft": 2 * (self.n_bins - 1)}
         # log-frequency tasks get a margin for pitch shifting (2 bins/semitone chord, 5 pitch)
         self.margin = {"pitch": 30, "chord": 12}.get(task, 0)
         self.step = 0 if spec["kind"] == "mel" else spec["bins_per_octave"] // 12
@@ -110,14 +115,14 @@ class Batcher:
         self.weights /= self.weights.sum()
 
     def features(self, spec: torch.Tensor, shift: int = 0) -> torch.Tensor:
-        """[B, T, N_BINS] -> [B, F, T] through the bank of pitch shift ``shift`` (the device's bank at 0)."""
+        """[B, T, bins] -> [B, F, T] through the bank of pitch shift ``shift`` (the device's bank at 0)."""
         return self.banks[shift](spec)
 
     def crop(self, it: Item, start: int, n_out: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         left = self.rf - 1 - self.la
         a, b = start - left, start + n_out + self.la
         T = it.spec.shape[0]
-        spec = torch.zeros(b - a, N_BINS)
+        spec = torch.zeros(b - a, self.n_bins)
         lo, hi = max(a, 0), min(b, T)
         spec[lo - a: hi - a] = it.spec[lo:hi].float()
         tg = it.target[start: start + n_out]
@@ -160,7 +165,7 @@ class Batcher:
         rng = self.rng
         gain = torch.from_numpy(10 ** (rng.uniform(-18, 6, (B, 1, 1)) / 20)).float()
         # EQ: a smooth random curve of ±6 dB over log frequency
-        f = np.log2(np.arange(N_BINS) + 1.0)
+        f = np.log2(np.arange(spec.shape[-1]) + 1.0)
         pts = rng.uniform(-6, 6, (B, 5))
         curve = np.stack([np.interp(f, np.linspace(0, f[-1], 5), p) for p in pts])
         eq = torch.from_numpy(10 ** (curve / 20)).float().unsqueeze(1)

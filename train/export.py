@@ -25,10 +25,10 @@ from edgemir.bundle import (
     weights_sha256,
 )
 from edgemir.errors import UserError
-from edgemir.frontend import N_BINS, FeatureBank, bank_for
+from edgemir.frontend import FeatureBank, Framing, bank_for
 from edgemir.labels import FRAME_RATE, HOP, SAMPLE_RATE
 from edgemir.tasks import REGISTRY
-from train.nets import FrameNet
+from train.nets import FrameNet, net_framing
 
 
 def card_labels(task: str, net: FrameNet) -> list[str]:
@@ -36,18 +36,28 @@ def card_labels(task: str, net: FrameNet) -> list[str]:
     return list(REGISTRY[task].classes) or [f"salience_{net.out_bins}x20c_from_C1", "voicing"]
 
 
+def feature_spec(task: str, net: FrameNet) -> dict:
+    """The task's feature spec on the framing the net was trained on (a card's ``features``)."""
+    fr = net_framing(net)
+    return {**REGISTRY[task].features, "n_fft": fr.n_fft, "right": fr.right}
+
+
 def task_model(task: str, net: FrameNet) -> TaskModel:
     state = net.cfg_dict["gru"] if hasattr(net.rnn, "gru") else 0
     if state:
         state = net.rnn.gru.hidden_size
-    return TaskModel(FeatureBank(bank_for(REGISTRY[task].features)), net.eval(), activation_for(task), state)
+    return TaskModel(FeatureBank(bank_for(feature_spec(task, net))), net.eval(), activation_for(task), state)
+
+
+def _n_bins(model: TaskModel) -> int:
+    return net_framing(model.net).n_bins
 
 
 def flops_per_second(model: TaskModel) -> int:
     """FLOPs for one second of audio (100 frames): features + network, context excluded."""
     rf = model.net.receptive_field
     with torch.no_grad():
-        spec = torch.rand(int(FRAME_RATE), N_BINS)
+        spec = torch.rand(int(FRAME_RATE), _n_bins(model))
         with FlopCounterMode(display=False) as fc:
             model.features(spec)
         feat_flops = fc.get_total_flops()
@@ -57,14 +67,14 @@ def flops_per_second(model: TaskModel) -> int:
     return int(feat_flops + fc.get_total_flops())
 
 
-def hop_latency_ms(scripted, runs: int = 200) -> dict:
+def hop_latency_ms(scripted, n_bins: int, runs: int = 200) -> dict:
     """Single-thread wall time of what the engine runs every hop: the frozen module's ``step`` on one new
     frame (features and the network's new frame, from the cached context)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         frozen = frozen_for_device(scripted)
-        spec = torch.rand(1, N_BINS)
+        spec = torch.rand(1, n_bins)
         st = frozen.initial_stream()
         ts = []
         with torch.no_grad():
@@ -88,17 +98,18 @@ def export(task: str, net: FrameNet, path: Path, info: dict, decoder: dict | Non
     params = sum(p.numel() for p in net.parameters())
     card = {
         "task": task, "labels": card_labels(task, net), "sample_rate": SAMPLE_RATE, "hop": HOP,
-        "features": REGISTRY[task].features, "receptive_field": net.receptive_field, "lookahead": net.lookahead,
+        "features": feature_spec(task, net), "receptive_field": net.receptive_field, "lookahead": net.lookahead,
         "architecture": net.cfg_dict, "params": params, "nonzero_params": nonzero_params(net),
         "flops_per_second": flops_per_second(model), "decoder": decoder or {},
     }
     card.update(info)
     path = Path(path)
-    save_bundle(model, card, path)
+    fr = net_framing(net)
+    save_bundle(model, card, path, fr)
     # measured after writing: the latency of the saved, reloaded bundle, then the file's bytes
     loaded = torch.jit.load(str(path))
-    card["latency_ms_per_hop"] = hop_latency_ms(loaded)
-    _write_settled(lambda c: save_bundle(model, c, path), card, path)
+    card["latency_ms_per_hop"] = hop_latency_ms(loaded, fr.n_bins)
+    _write_settled(lambda c: save_bundle(model, c, path, fr), card, path)
     return card
 
 
@@ -148,11 +159,12 @@ def upgrade(path: Path) -> dict:
     card = json.loads(extra[CARD_NAME])
     if weights_sha256(old) != card.get("weights_sha256"):
         raise UserError(f"{path}: weights do not match the card's sha256; not upgrading a damaged bundle")
-    net = FrameNet(NetConfig(**card["architecture"]))
+    fr = Framing.from_card(card.get("frontend"))  # cards before framings have no framing in the architecture
+    net = FrameNet(NetConfig(**{**card["architecture"], "n_fft": fr.n_fft, "right": fr.right}))
     model = task_model(card["task"], net)
     model.load_state_dict(old.state_dict())
     model.eval()
-    spec = torch.rand(3 * int(card["receptive_field"]) + 20, N_BINS)
+    spec = torch.rand(3 * int(card["receptive_field"]) + 20, fr.n_bins)
     with torch.no_grad():
         f = old.features(spec).unsqueeze(0)
         want, _ = old(f, old.initial_state())
@@ -161,9 +173,9 @@ def upgrade(path: Path) -> dict:
         raise UserError(f"{path}: the rebuilt network does not reproduce the bundle's outputs")
     card.pop("card_sha256", None)
     card["format_version"] = FORMAT_VERSION
-    save_bundle(model, card, path)
-    card["latency_ms_per_hop"] = hop_latency_ms(torch.jit.load(str(path)))  # the new code's, measured
-    _write_settled(lambda c: save_bundle(model, c, path), card, path)
+    save_bundle(model, card, path, fr)
+    card["latency_ms_per_hop"] = hop_latency_ms(torch.jit.load(str(path)), fr.n_bins)  # the new code's, measured
+    _write_settled(lambda c: save_bundle(model, c, path, fr), card, path)
     return card
 
 

@@ -18,12 +18,13 @@ from edgemir.audio_io import read_audio
 from edgemir.engine import Engine, TaskRunner, analyze_array
 from edgemir.errors import UserError
 from edgemir.formats import chord_segments
+from edgemir.frontend import CENTRED, Framing
 from edgemir.labels import PITCH_BINS
 from edgemir.tasks import HEADLINE, REGISTRY, make_decoder
 from train import metrics
 from train.dataset import IGNORE, Batcher, Item, load_split, pitch_salience_target
 from train.export import task_model
-from train.nets import FrameNet, build
+from train.nets import FrameNet, build, net_framing
 
 console = Console(stderr=True)
 STEPS_PER_EPOCH = 150
@@ -68,7 +69,7 @@ def distill_loss(task: str, y: torch.Tensor, teacher: torch.Tensor, target: torc
 # -- evaluation through the engine ---------------------------------------------------------
 def run_probs(task: str, net: FrameNet, items: list[Item]) -> list[tuple[Item, list]]:
     """Engine outputs per item, decoded later (so decoder settings can be tuned without rerunning)."""
-    card = {"receptive_field": net.receptive_field, "lookahead": net.lookahead}
+    card = {"receptive_field": net.receptive_field, "lookahead": net.lookahead, "frontend": net_framing(net).card()}
     return model_probs(task, task_model(task, net).eval(), card, items)
 
 
@@ -268,14 +269,20 @@ def apply_masks(net: torch.nn.Module, masks: dict) -> None:
                 p.mul_(masks[name])
 
 
-def load_data(task: str, data: Path, limit: int | None = None) -> dict[str, list[Item]]:
+def load_data(task: str, data: Path, limit: int | None = None, framing: Framing | None = None) -> dict[str, list[Item]]:
+    """The three splits, with spectra on ``framing`` (the task spec's by default)."""
     out = {}
     for split in ("train", "valid", "test"):
         d = Path(data) / split
         if not d.is_dir():
             raise UserError(f"{d}: missing (expected {data}/train, valid and test)")
-        out[split] = load_split(task, d, limit)
+        out[split] = load_split(task, d, limit, framing)
     return out
+
+
+def fit_framing(settings: dict) -> Framing:
+    """The framing a ``train fit`` run trained on (runs before framings were centred)."""
+    return Framing(*settings.get("framing", (CENTRED.n_fft, CENTRED.right)))
 
 
 def fit_command(args) -> None:
@@ -286,7 +293,9 @@ def fit_command(args) -> None:
     out = Path(args.out)
     if getattr(args, "lookahead", None) is not None and args.lookahead < -3:
         raise UserError("--lookahead must be >= -3: the centred window reaches 32 ms past its frame, 3.2 hops")
-    key = {k: getattr(args, k) for k in FIT_SETTINGS} | {"data": str(args.data), "limit": args.limit}
+    framing = Framing.of(REGISTRY[args.task].features)
+    key = {k: getattr(args, k) for k in FIT_SETTINGS} | {"data": str(args.data), "limit": args.limit,
+                                                         "framing": [framing.n_fft, framing.right]}
     if getattr(args, "lookahead", None) is not None:
         key["lookahead"] = args.lookahead
     resume, started = out / "resume.pt", out / "started.json"
@@ -302,8 +311,8 @@ def fit_command(args) -> None:
         (out / "ckpt").mkdir(parents=True, exist_ok=True)
         started.write_text(json.dumps({"settings": key}))
     t_start = time.time()
-    data = load_data(args.task, args.data, args.limit)
-    net = build(args.task, args.width, getattr(args, "lookahead", None))
+    data = load_data(args.task, args.data, args.limit, framing)
+    net = build(args.task, args.width, getattr(args, "lookahead", None), framing)
     batcher = Batcher(args.task, data["train"], net.receptive_field, net.lookahead, seed=args.seed)
     net, info = train_epochs(args.task, net, batcher, data["valid"], args.epochs, args.lr, args.batch,
                              out / "ckpt", label=f"fit {args.task}", steps=args.steps, resume=resume)
@@ -315,7 +324,7 @@ def fit_command(args) -> None:
     card = export(args.task, net, out / f"{args.task}-dense.ts",
                   {"scores": {"test": test_summary, "valid": valid_summary}, "round": 0, "fraction_removed": 0.0,
                    "mode": "dense", "seed": args.seed, "train_seconds": round(train_s, 1)}, decoder=kw)
-    settings = {k: getattr(args, k) for k in FIT_SETTINGS}
+    settings = {k: getattr(args, k) for k in FIT_SETTINGS} | {"framing": key["framing"]}
     if getattr(args, "lookahead", None) is not None:
         settings["lookahead"] = args.lookahead
     res = {"task": args.task, "settings": settings, "params": card["params"], "flops_per_second": card["flops_per_second"],

@@ -4,7 +4,8 @@ For each bundle and each decoder delay it allows (the onset/drums peak-picking w
 tasks without one), the decoder's threshold is tuned on ``DIR/TASK/valid`` as training does, and the
 synthetic test split and ``shared/dev-real`` are scored with it through the engine. The algorithmic latency
 is what a frame waits for before its event can exist: the audio past the labelled time that the network
-sees (the centred window's 32 ms + 10 ms per look-ahead frame) plus the decoder's delay; a live block and
+sees (its window's reach past the frame: 32 ms centred, 10 ms causal; + 10 ms per look-ahead frame) plus the
+decoder's delay; a live block and
 the compute add to it (measured by ``tests/live_budget.py``).
 """
 
@@ -14,7 +15,7 @@ import json
 from pathlib import Path
 
 from edgemir.bundle import load_bundle
-from edgemir.frontend import N_FFT
+from edgemir.frontend import CENTRED, Framing
 from edgemir.labels import FRAME_RATE, SAMPLE_RATE
 from edgemir.tasks import HEADLINE, REGISTRY
 from train import metrics
@@ -23,8 +24,8 @@ from train.fit import model_probs, tune_on
 from train.ship import analyzed_scores
 
 
-def algorithmic_ms(lookahead: int, delay: int) -> float:
-    return (N_FFT // 2) / SAMPLE_RATE * 1000 + (lookahead + delay) * 1000 / FRAME_RATE
+def algorithmic_ms(lookahead: int, delay: int, framing: Framing = CENTRED) -> float:
+    return framing.right / SAMPLE_RATE * 1000 + (lookahead + delay) * 1000 / FRAME_RATE
 
 
 def rows_for(bundle: Path, data: Path, dev_real: Path | None) -> list[dict]:
@@ -40,7 +41,8 @@ def rows_for(bundle: Path, data: Path, dev_real: Path | None) -> list[dict]:
         kw, v = max(((kw, tune_on(task, valid, kw)[1]) for kw in grid), key=lambda r: float(r[1][metrics.TUNE[task]]))
         _, t = tune_on(task, test, kw)
         row = {"bundle": bundle.name, "task": task, "lookahead": la, "decoder": kw, "delay": w or 0,
-               "latency_ms": algorithmic_ms(la, w or 0), "valid": float(v[HEADLINE[task]]), "test": float(t[HEADLINE[task]])}
+               "latency_ms": algorithmic_ms(la, w or 0, Framing.from_card(card["frontend"])),
+               "valid": float(v[HEADLINE[task]]), "test": float(t[HEADLINE[task]])}
         if dev_real is not None and (dev_real / task).is_dir():
             with _decoder_card(bundle, kw) as tmp:
                 d = analyzed_scores(task, tmp, dev_real / task)

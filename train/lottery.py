@@ -19,10 +19,11 @@ import torch
 from rich.console import Console
 
 from edgemir.errors import UserError
-from edgemir.tasks import HEADLINE
+from edgemir.frontend import CENTRED, Framing
+from edgemir.tasks import HEADLINE, REGISTRY
 from train.dataset import Batcher
 from train.export import export
-from train.fit import apply_masks, load_data, seed_all, train_epochs, tune_and_score
+from train.fit import apply_masks, fit_framing, load_data, seed_all, train_epochs, tune_and_score
 from train.nets import FrameNet, NetConfig, build, count_nonzero, count_params
 from train.sweep import run_name
 from train.trim import (
@@ -169,11 +170,24 @@ class LotteryRun:
         diff = [k for k in PARENT_SETTINGS if fit.get(k) != getattr(a, k)]
         if diff:
             raise UserError(f"{run}: fit settings differ from this run's in {', '.join(diff)}")
-        net = build(a.task, a.width, fit.get("lookahead"))  # a trade-off study's parent keeps its look-ahead
+        # a trade-off study's parent keeps its look-ahead, and a parent trained before its task changed framing
+        # keeps its framing
+        net = build(a.task, a.width, fit.get("lookahead"), fit_framing(fit))
         net.load_state_dict(best)
         parent = {"run": str(run), "epochs": fit.get("epochs"), "steps": fit.get("steps"), "best_epoch": m.get("best_epoch")}
         return net, rewind, {"best_epoch": m.get("best_epoch"), "fit_seconds": float(m.get("train_seconds", 0)),
                              "dense_fit": parent}
+
+    def framing(self, st: dict | None) -> Framing:
+        """The spectra the run's nets read: a resumed run's, its ``train fit`` parent's, or the task spec's."""
+        if st is not None:
+            return Framing(int(st["cfg"].get("n_fft", CENTRED.n_fft)), int(st["cfg"].get("right", CENTRED.right)))
+        if getattr(self.a, "init_from", None):
+            try:
+                return fit_framing(json.loads((Path(self.a.init_from) / "metrics.json").read_text()).get("settings", {}))
+            except (OSError, ValueError):
+                pass  # dense_from_fit says what is wrong with the parent
+        return Framing.of(REGISTRY[self.a.task].features)
 
     def floor(self, st: dict) -> dict | None:
         """``--min-keep``: every layer keeps that fraction of its dense width."""
@@ -204,8 +218,8 @@ class LotteryRun:
         a = self.a
         torch.set_num_threads(a.threads)
         seed_all(a.seed)
-        data = load_data(a.task, a.data, a.limit)
         st = self.load()
+        data = load_data(a.task, a.data, a.limit, self.framing(st))
         if st is None:
             t0 = time.time()
             if getattr(a, "init_from", None):

@@ -4,11 +4,10 @@ Every net maps features [B, F, T] to per-frame outputs [B, C, T - rf + 1] with v
 convolutions in time, so a stream can run it on blocks with ``rf - 1`` frames of context and
 get exactly the batch outputs. Output frame j belongs to input frame ``j + rf - 1 - lookahead``.
 
-Look-ahead is in frames past the labelled frame; frames are centred (the window reaches 512 samples,
-32 ms, past a frame's time), so a negative look-ahead makes a net decide before its frame's window is
-complete: the audio it sees ends ``32 + 10 * lookahead`` ms after the labelled time (-3 is the least:
-2 ms). Pitch uses -1 (22 ms); onset and drums keep +3 (62 ms): at -2 they lose 10-25 points
-(docs/live-design.md).
+Look-ahead is in frames past the labelled frame. The audio a net sees ends ``reach + 10 * lookahead`` ms
+after the labelled time, where ``reach`` is how far its framing's window reaches past its frame
+(edgemir.frontend): 32 ms centred (pitch, chords, instruments; a negative look-ahead decides before the
+frame's window is complete, -3 is the least), 10 ms causal (onsets at +1: 20 ms). See docs/live-design.md.
 
 Layout (each weighted layer followed by BatchNorm, for the batchnorm trimming criterion):
   input BatchNorm → Conv2d blocks over (frequency, time) with frequency max-pooling
@@ -29,6 +28,7 @@ from typing import List  # noqa: UP035 (TorchScript needs typing.List)
 import torch
 from torch import Tensor, nn
 
+from edgemir.frontend import CENTRED, Framing
 from edgemir.labels import CHORDS, DRUM_CLASSES, FAMILIES, PITCH_BINS
 from edgemir.tasks import REGISTRY
 
@@ -44,6 +44,13 @@ class NetConfig:
     lookahead: int = 0
     shifts: list[int] = field(default_factory=list)  # salience variant: input bin offset per harmonic
     out_bins: int = 0  # salience variant: bins of the output axis (input bin k = output bin k)
+    # the framing of the spectra it reads (edgemir.frontend.Framing); cards before framings were centred
+    n_fft: int = CENTRED.n_fft
+    right: int = CENTRED.right
+
+    @property
+    def framing(self) -> Framing:
+        return Framing(self.n_fft, self.right)
 
     @property
     def receptive_field(self) -> int:
@@ -73,7 +80,7 @@ ARCHITECTURES: dict[str, Callable[[Callable[[int], int], int], NetConfig]] = {
                                     out_bins=PITCH_BINS, lookahead=-1),
     # Schlüter & Böck onset CNN
     "onset": lambda w, f: NetConfig(f, 1, conv2d=[(w(16), 7, 3, 3), (w(32), 3, 3, 3)], conv1d=[(w(256), 7)],
-                                    dense=[w(128)], lookahead=3),
+                                    dense=[w(128)], lookahead=1),
     # the onset CNN with a causal GRU on top (CRNN)
     "drums": lambda w, f: NetConfig(f, len(DRUM_CLASSES), conv2d=[(w(16), 7, 3, 3), (w(32), 3, 3, 3)],
                                     conv1d=[(w(256), 7)], gru=w(96), dense=[w(128)], lookahead=3),
@@ -87,8 +94,12 @@ ARCHITECTURES: dict[str, Callable[[Callable[[int], int], int], NetConfig]] = {
 
 
 def task_config(task: str, width: float = 1.0) -> NetConfig:
-    """The dense baseline of a task at ``width`` times its channels (at least 4 per layer)."""
-    return ARCHITECTURES[task](lambda c: max(4, int(round(c * width))), n_features(task))
+    """The dense baseline of a task at ``width`` times its channels (at least 4 per layer), on the framing
+    of its feature spec."""
+    cfg = ARCHITECTURES[task](lambda c: max(4, int(round(c * width))), n_features(task))
+    fr = Framing.of(REGISTRY[task].features)
+    cfg.n_fft, cfg.right = fr.n_fft, fr.right
+    return cfg
 
 
 SALIENCE_PRIOR_LOGIT = -4.7  # log(p / (1 - p)) for p = 25 * sqrt(2 pi) / 20 / 360
@@ -267,11 +278,19 @@ class FrameNet(nn.Module):
         return self.head(x.transpose(1, 2)).transpose(1, 2), h, new
 
 
-def build(task: str, width: float = 1.0, lookahead: int | None = None) -> FrameNet:
-    """The task's net; ``lookahead`` overrides its look-ahead (for the latency trade-off study)."""
+def net_framing(net: nn.Module) -> Framing:
+    """The framing a built net reads (its config's)."""
+    return Framing(int(net.cfg_dict.get("n_fft", CENTRED.n_fft)), int(net.cfg_dict.get("right", CENTRED.right)))
+
+
+def build(task: str, width: float = 1.0, lookahead: int | None = None, framing: Framing | None = None) -> FrameNet:
+    """The task's net; ``lookahead`` and ``framing`` override its spec's (the latency trade-off study, and
+    parents trained before a task changed framing)."""
     cfg = task_config(task, width)
     if lookahead is not None:
         cfg.lookahead = lookahead
+    if framing is not None:
+        cfg.n_fft, cfg.right = framing.n_fft, framing.right
     return FrameNet(cfg)
 
 
