@@ -1,8 +1,8 @@
 """The engine: audio samples -> shared STFTs -> each task's model on its context -> decoders -> events.
 
 One code path for live, paced-file and unpaced (offline/evaluation) analysis: every caller
-pushes sample blocks and receives events. One STFT runs per framing the loaded bundles use (pitch,
-chords and instruments share the centred one; onsets and drums the causal one). Models run incrementally
+pushes sample blocks and receives events. One STFT runs per framing the loaded bundles use (onsets
+read the causal one, the other tasks share the centred one). Models run incrementally
 on blocks of ``block`` new frames, each layer keeping its own cached context, which gives the batch outputs.
 """
 

@@ -3,9 +3,9 @@
 The same functions run in batch (training, offline analysis) and hop by hop (live). A *framing* says where
 frame ``t``'s window lies: it ends ``right`` samples after sample ``t * HOP`` (a stream starts with
 ``n_fft - right`` zeros), so frame ``t`` can be computed once sample ``t * HOP + right`` has arrived.
-``CENTRED`` (1024 samples, centred: 32 ms past the frame) gives the frequency detail that pitch, chords and
-instruments need; ``CAUSAL`` (512 samples ending 10 ms past the frame) lets onsets and drums decide within
-10-20 ms of a hit (docs/live-design.md). A bundle's card names its framing; the engine runs one STFT per
+``CENTRED`` (1024 samples, centred: 32 ms past the frame) gives the frequency detail that pitch, chords,
+drums and instruments need; ``CAUSAL`` (512 samples ending 10 ms past the frame) lets onsets be reported
+within 20 ms of a hit (docs/live-design.md). A bundle's card names its framing; the engine runs one STFT per
 framing that its bundles use.
 """
 

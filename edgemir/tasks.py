@@ -54,9 +54,11 @@ class Task:
         return self.activation == "sigmoid"
 
 
-# onsets and drums read the causal framing (a 32 ms window ending 10 ms past the frame: edgemir.frontend),
-# so they can decide within 10-20 ms of a hit; the others the centred one (the frequency detail of 64 ms)
-_MEL80 = {"kind": "mel", "n_mels": 80, "n_fft": CAUSAL.n_fft, "right": CAUSAL.right}
+_MEL80 = {"kind": "mel", "n_mels": 80}
+# onsets read the causal framing (a 32 ms window ending 10 ms past the frame: edgemir.frontend), so a hit is
+# reported within 20 ms; the other tasks the centred one (64 ms windows). Drums on the causal framing lost 5
+# points on real recordings and 9 on the synthetic split, so they keep it (docs/live-design.md).
+_MEL80_CAUSAL = {**_MEL80, "n_fft": CAUSAL.n_fft, "right": CAUSAL.right}
 
 
 def _unit(v) -> bool:
@@ -79,7 +81,7 @@ REGISTRY: dict[str, Task] = {t.name: t for t in (
          {"kind": "logfreq", "bins_per_octave": 60, "n_bins": 420, "fmin": PITCH_FMIN}, PitchDecoder,
          tuple({"threshold": t} for t in THRESHOLDS), "rpa", "overall_accuracy", "salience", "/edgemir/pitch",
          {"pitch_voicing": ("threshold", float, _unit, "a number in 0..1")}, live_block=2, refine=True),
-    Task("onset", "times", ".onsets", ("onset",), "sigmoid", _MEL80, OnsetDecoder, _EVENTS_GRID, "f", "f", "bce",
+    Task("onset", "times", ".onsets", ("onset",), "sigmoid", _MEL80_CAUSAL, OnsetDecoder, _EVENTS_GRID, "f", "f", "bce",
          "/edgemir/onset", {"onset": ("threshold", float, _unit, "a number in 0..1")}, live_block=1),
     # 24 bins/octave from C2 over 6 octaves (a pitch shift is a crop shift of 2 bins per semitone)
     Task("chord", "segments", ".lab", CHORDS, "softmax",
