@@ -96,18 +96,27 @@ def test_bad_bundles(tiny_bundles, tmp_path):
     wrong = tmp_path / "wrong.ts"
     _rewrite(good, wrong, version=99)
     _assert_user_error(_cli(["info", str(wrong)]), b"format version 99")
+    odd = tmp_path / "odd-framing.ts"  # sealed, but a framing this engine does not run
+    _rewrite(good, odd, frontend={"sample_rate": 16000, "hop": 160, "n_fft": 1000, "window": "hann", "left_pad": 500})
+    _assert_user_error(_cli(["info", str(odd)]), b"not a framing this engine runs")
     r = _cli(["info", str(good), "--json"])
     assert r.returncode == 0 and json.loads(r.stdout)["task"] == "onset"
 
 
-def _rewrite(src, dst, weights=False, version=None):
+def _rewrite(src, dst, weights=False, version=None, frontend=None):
     import io
 
     import torch
 
+    from edgemir.bundle import sealed_card
+
     extra = {"card.json": ""}
     m = torch.jit.load(str(src), _extra_files=extra)
     card = json.loads(extra["card.json"])
+    if frontend is not None:  # re-sealed: only the framing is wrong
+        extra["card.json"] = sealed_card({**card, "frontend": frontend})
+        torch.jit.save(m, str(dst), _extra_files=extra)
+        return
     if weights:
         with torch.no_grad():
             next(iter(m.parameters())).add_(0.01)
@@ -240,3 +249,19 @@ def test_paced_file_delivers_whole_frames_as_a_device_delivers_periods():
     src.read(16000)  # the end of the file: the loop rewinds
     src.t0 = time.perf_counter() - 500 / 16000
     assert src.base == 1000 and len(src.read(16000)) == 472  # to 1472 = 512 + 6 * 160 in the stream
+
+
+def test_each_task_waits_for_its_own_framing():
+    """Onsets read the causal framing (10 ms past the frame) at look-ahead +1, drums the centred one (32 ms) at
+    +3: the engine runs both STFTs, counts each task's wait from its own, and a paced file delivers up to the
+    newest frame of the earliest-completing framing."""
+    from edgemir.app import Pipeline, build_engine, load_models
+    from edgemir.frontend import CAUSAL, CENTRED
+    from edgemir.sources import FileSource
+
+    eng = build_engine(load_models(["onset", "drums"], None), block=4)
+    assert list(eng.stfts) == [CENTRED, CAUSAL]
+    assert {t: round(v * 1000) for t, v in eng.algorithmic_latency_s.items()} == {"onset": 20, "drums": 62}
+    src = FileSource.from_array(np.zeros(4000, np.float32), realtime=True)
+    Pipeline(src, eng, [])
+    assert src.frame_offset == CAUSAL.right
