@@ -27,17 +27,18 @@ TOL = 1e-4
 def outputs(out: Path, bundles: list[Path]) -> int:
     from edgemir.audio_io import AudioReader
     from edgemir.bundle import load_bundle
-    from edgemir.frontend import batch_spectrum
+    from edgemir.frontend import Framing, batch_spectrum
 
     r = AudioReader(ROOT / "edgemir" / "data" / "demo.wav")
     blocks = []
     while (b := r.read(16000)) is not None:
         blocks.append(b)
     x = np.concatenate(blocks)
-    spec = batch_spectrum(torch.from_numpy(x[: 16000 * 8]))  # 8 s: 801 frames
     res: dict = {"machine": platform.machine(), "torch": str(torch.__version__)}
     for path in bundles:
         b = load_bundle(path)
+        # 8 s (801 frames) on the framing the bundle reads
+        spec = batch_spectrum(torch.from_numpy(x[: 16000 * 8]), Framing.from_card(b.card["frontend"]))
         for threads in (1, 4):
             torch.set_num_threads(threads)
             with torch.no_grad():
