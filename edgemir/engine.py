@@ -17,6 +17,7 @@ import torch
 
 from edgemir.bundle import frozen_for_device
 from edgemir.decoders import Decoder, Event
+from edgemir.errors import UserError
 from edgemir.frontend import CENTRED, Framing, StreamingSTFT, frame_levels_db
 from edgemir.labels import FRAME_RATE, HOP, SAMPLE_RATE
 from edgemir.refine import PitchRefiner
@@ -41,7 +42,8 @@ class TaskRunner:
         # f0: the STFT phase refines the model's coarse f0 (tuner precision); its cents row is decoded
         self.refiner = PitchRefiner(self.la) if REGISTRY[task].refine else None
         if self.refiner is not None and self.framing != CENTRED:
-            raise ValueError("the pitch refiner reads the centred framing's phases")
+            raise UserError(f"{task} bundle: its framing {self.framing} is not the centred one whose phases the pitch "
+                            "refiner reads")
         self.silence = torch.zeros(1, self.framing.n_bins)
         with torch.no_grad():  # left context of silence before the first frame, as in training
             y, self.state = module.step(self.silence.repeat(self.rf - 1 - self.la, 1), module.initial_stream())
