@@ -110,6 +110,7 @@ class Engine:
         # one STFT per framing in use, the latest-completing first (its frames count the hops)
         framings = sorted({r.framing for r in runners} or {CENTRED}, key=lambda f: -f.right)
         self.stfts = {f: StreamingSTFT(f) for f in framings}
+        self.newest = framings[-1]  # the earliest-completing framing: the level meter reads the newest audio
         self.frames = 0
         self.stats = Stats()
         self.level_db = -120.0
@@ -136,9 +137,8 @@ class Engine:
             spectra[f] = (c, spec, frame_levels_db(spec) if spec.shape[0] else np.zeros(0))
         first = next(iter(spectra.values()))
         n = first[1].shape[0]
-        newest = min(spectra, key=lambda f: f.right)
-        if spectra[newest][2].shape[0]:
-            self.level_db = float(spectra[newest][2][-1])
+        if spectra[self.newest][2].shape[0]:
+            self.level_db = float(spectra[self.newest][2][-1])
         self.frames += n
         self.stats.hops += n
         t0 = time.perf_counter()
