@@ -39,6 +39,12 @@ class Framing:
         return self.n_fft // 2 + 1
 
     @property
+    def min_lookahead(self) -> int:
+        """The least look-ahead a net on this framing may have: its window still reaches past the labelled
+        frame's time (centred: -3, 2 ms; causal: -1, 0 ms)."""
+        return -(self.right // HOP)
+
+    @property
     def ms_past(self) -> float:
         """How far past its frame's time a window reaches (what a frame waits for), in ms."""
         return 1000.0 * self.right / SAMPLE_RATE

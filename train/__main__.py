@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--lr", type=float, default=1e-3)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--width", type=float, default=1.0, help="model width multiplier")
-    f.add_argument("--lookahead", type=int, help="frames the net sees past each frame (default: the task's; >= -3)")
+    f.add_argument("--lookahead", type=int,
+                   help="frames the net sees past each frame (default: the task's; >= -3 centred, -1 causal)")
     f.add_argument("--threads", type=int, default=1, help="torch threads (1: run several fits side by side)")
 
     lt = sub.add_parser("lottery", help="iterative pruning with rewinding (trim or mask)")

@@ -291,9 +291,10 @@ def fit_command(args) -> None:
     torch.set_num_threads(args.threads)
     seed_all(args.seed)
     out = Path(args.out)
-    if getattr(args, "lookahead", None) is not None and args.lookahead < -3:
-        raise UserError("--lookahead must be >= -3: the centred window reaches 32 ms past its frame, 3.2 hops")
     framing = Framing.of(REGISTRY[args.task].features)
+    if getattr(args, "lookahead", None) is not None and args.lookahead < framing.min_lookahead:
+        raise UserError(f"--lookahead must be >= {framing.min_lookahead}: {args.task}'s window reaches "
+                        f"{framing.ms_past:.0f} ms past its frame")
     key = {k: getattr(args, k) for k in FIT_SETTINGS} | {"data": str(args.data), "limit": args.limit,
                                                          "framing": [framing.n_fft, framing.right]}
     if getattr(args, "lookahead", None) is not None:

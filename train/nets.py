@@ -49,10 +49,6 @@ class NetConfig:
     right: int = CENTRED.right
 
     @property
-    def framing(self) -> Framing:
-        return Framing(self.n_fft, self.right)
-
-    @property
     def receptive_field(self) -> int:
         return 1 + sum(kt - 1 for _, _, kt, _ in self.conv2d) + sum(kt - 1 for _, kt in self.conv1d)
 

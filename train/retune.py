@@ -12,6 +12,7 @@ from pathlib import Path
 
 from edgemir.bundle import load_bundle
 from edgemir.errors import UserError
+from edgemir.frontend import Framing
 from edgemir.tasks import REGISTRY, make_decoder
 from train import metrics
 from train.dataset import load_split
@@ -20,9 +21,8 @@ from train.fit import LATENCY_TOLERANCE, model_probs, tune_on
 from train.report import RESCORED, load_run
 
 # Output alignments ``align`` tries, in frames added to the bundle's look-ahead (the engine stamps output j
-# with input frame j + rf - 1 - lookahead, so at most rf - 1), and the least look-ahead the centred window allows.
+# with input frame j + rf - 1 - lookahead, so at most rf - 1; at least the framing's ``min_lookahead``).
 ALIGN_STEPS = (-1, 0, 1, 2, 3, 4)
-MIN_LOOKAHEAD = -3
 # formats whose score is frame-wise (it sees timing): pitch per frame, chord segments by overlap
 ALIGNABLE = ("f0", "segments")
 
@@ -49,7 +49,8 @@ def retune(path: Path, data: Path, reason: str, align: bool = False) -> dict:
     la0 = int(card["lookahead"])
     top = int(card["receptive_field"]) - 1
     tried = {}
-    for la in sorted({min(top, max(MIN_LOOKAHEAD, la0 + s)) for s in ALIGN_STEPS}) if align else [la0]:
+    low = Framing.from_card(card["frontend"]).min_lookahead
+    for la in sorted({min(top, max(low, la0 + s)) for s in ALIGN_STEPS}) if align else [la0]:
         c = {**card, "lookahead": la}
         tried[la] = tune_on(task, model_probs(task, b.module, c, valid_items))
     key = metrics.TUNE[task]
