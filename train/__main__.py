@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", type=Path, required=True)
     d.add_argument("--soundfont", type=Path)
-    d.add_argument("--generator", type=int, choices=[2, 3], default=3,
-                   help="generator version (2: GM banks only, the material of bundles before December 2026)")
+    d.add_argument("--generator", type=int, choices=[2, 3, 4], default=4,
+                   help="generator version (2: GM banks only, before December 2026; 3: singers, amps, real kits, "
+                        "bands; 4: as 3, drums with a quarter of the items drum-free)")
 
     e = sub.add_parser("evaluate", help="score estimates against references (mir_eval)")
     e.add_argument("--task", type=_task, required=True)
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--width", type=float, default=1.0, help="model width multiplier")
     f.add_argument("--lookahead", type=int,
                    help="frames the net sees past each frame (default: the task's; >= -3 centred, -1 causal)")
+    f.add_argument("--framing", help="N_FFT:RIGHT, the window length and how many samples it reaches past its "
+                                     "frame (default: the task's; e.g. 512:160 the causal framing, 1024:512 centred)")
     f.add_argument("--threads", type=int, default=1, help="torch threads (1: run several fits side by side)")
 
     lt = sub.add_parser("lottery", help="iterative pruning with rewinding (trim or mask)")

@@ -33,7 +33,8 @@ from train.render import (
     gm_soundfonts,
 )
 
-GENERATOR_VERSION = "3"  # 3: synthesised singers, plucks, tones, amps/effects and full-band drum mixes (train/sources.py)
+GENERATOR_VERSION = "4"  # 3: synthesised singers, plucks, tones, amps/effects and full-band drum mixes (train/sources.py);
+# 4: drums only: a quarter of the items drum-free (voice, guitar, GM melody, or a whole band without drums), was 8%
 # 2: train/valid items draw their GM bank from a pool; no detuned pitch programs (`train data --generator 2`)
 SPLITS = ("train", "valid", "test")
 HOP_S = 0.01
@@ -387,8 +388,10 @@ def gen_drums(rng, kits: int = 0, version: int = 3, split: str = "train"):
         a.pop("tempo")
         return sc, dur, a
     dur = 8.0
-    if rng.random() < 0.08:  # nothing to find: solo voice, amp'd guitar or a GM melody
-        kind = rng.choice(["voice", "guitar", "gm"])
+    if rng.random() < (0.25 if version >= 4 else 0.08):  # nothing to find: voice, guitar, GM melody, a band
+        kind = rng.choice(["voice", "guitar", "gm", "band"] if version >= 4 else ["voice", "guitar", "gm"])
+        if kind == "band":  # the accompaniment of a full-band item, with no kit under it
+            return _band(rng, Mix([]), dur, rng.uniform(70, 180)), dur, {"events": [], "labels": []}
         if kind == "voice":
             sex = str(rng.choice(["male", "female"]))
             line = _melody(rng, *src.SINGER_RANGES[sex], 0.2, dur - 0.3, rng.uniform(60, 160))
@@ -413,6 +416,11 @@ def gen_drums(rng, kits: int = 0, version: int = 3, split: str = "train"):
     if rng.random() < 0.35:
         return kit, dur, a
     mix = Mix([Part(score=kit)] if isinstance(kit, Score) else list(kit.parts))
+    return _band(rng, mix, dur, tempo), dur, a
+
+
+def _band(rng, mix: Mix, dur: float, tempo: float) -> Mix:
+    """Bass, often chords (keys, organ, guitar through an amp), sometimes a singer, over ``mix``."""
     bass = _score_of(int(rng.choice(list(range(32, 40)))), _melody(rng, 28, 52, 0, dur - 0.3, tempo), rng, (50, 110))
     mix.parts.append(Part(score=bass, gain_db=float(rng.uniform(-10, 0)),
                           fx=(lambda x: src.amp_chain(rng, x, drive=rng.random() < 0.3)) if rng.random() < 0.4 else None))
@@ -432,7 +440,7 @@ def gen_drums(rng, kits: int = 0, version: int = 3, split: str = "train"):
         mix.parts.append(Part(audio=audio, gain_db=float(rng.uniform(-8, 2)), fx=lambda x: src.vocal_chain(rng, x)))
     if rng.random() < 0.6:
         mix.bus = lambda x: src.bus(rng, x)
-    return mix, dur, a
+    return mix
 
 
 def gen_drums_kit(rng, kits: int = 0, band: bool = True):
@@ -566,8 +574,8 @@ def write_dataset(task: str, split: str, minutes: float, seed: int, out: Path,
         raise UserError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
     if minutes <= 0:
         raise UserError("--minutes must be positive")
-    if version not in (2, 3):
-        raise UserError(f"unknown generator version {version} (2 or 3)")
+    if version not in (2, 3, 4):
+        raise UserError(f"unknown generator version {version} (2, 3 or 4)")
     gm = [Path(soundfont)] if soundfont else gm_soundfonts(split)
     kits = extra_drum_kits(split) if GENERATORS[task] in KIT_GENERATORS and soundfont is None else []
     fonts = gm + kits
