@@ -280,6 +280,18 @@ def load_data(task: str, data: Path, limit: int | None = None, framing: Framing 
     return out
 
 
+def parse_framing(text: str) -> Framing:
+    """``N_FFT:RIGHT`` (``--framing``) as a Framing, or a one-line error."""
+    try:
+        n, right = (int(v) for v in text.split(":"))
+        if not (n >= 64 and n & (n - 1) == 0 and 0 <= right <= n):
+            raise ValueError
+    except ValueError:
+        raise UserError(f"--framing {text!r}: want N_FFT:RIGHT, a power of two >= 64 and 0 <= RIGHT <= N_FFT "
+                        "(e.g. 512:160)") from None
+    return Framing(n, right)
+
+
 def fit_framing(settings: dict) -> Framing:
     """The framing a ``train fit`` run trained on (runs before framings were centred)."""
     return Framing(*settings.get("framing", (CENTRED.n_fft, CENTRED.right)))
@@ -291,7 +303,7 @@ def fit_command(args) -> None:
     torch.set_num_threads(args.threads)
     seed_all(args.seed)
     out = Path(args.out)
-    framing = Framing.of(REGISTRY[args.task].features)
+    framing = parse_framing(args.framing) if getattr(args, "framing", None) else Framing.of(REGISTRY[args.task].features)
     if getattr(args, "lookahead", None) is not None and args.lookahead < framing.min_lookahead:
         raise UserError(f"--lookahead must be >= {framing.min_lookahead}: {args.task}'s window reaches "
                         f"{framing.ms_past:.0f} ms past its frame")
