@@ -126,11 +126,11 @@ class Pipeline:
             time.sleep(0.002)
             return True
         x = self._sanitise(x)
-        t0 = time.perf_counter()
-        events = self.engine.push(x)
         self.samples += len(x)
         self.state.audio_s = self.samples / SAMPLE_RATE
-        self._fan_out(events, time.perf_counter() - t0)
+        for events, compute_s in self.engine.push_each(x):  # each task's events out as soon as they are decided
+            if events:
+                self._fan_out(events, compute_s)
         if self.notify:
             self.notify.ping()
         return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -107,6 +108,8 @@ class Engine:
 
     def __init__(self, runners: list[TaskRunner]) -> None:
         self.runners = runners
+        lat = self.algorithmic_latency_s
+        self.order = sorted(runners, key=lambda r: lat[r.task])  # the earliest-reporting task runs first
         # one STFT per framing in use, the latest-completing first (its frames count the hops)
         framings = sorted({r.framing for r in runners} or {CENTRED}, key=lambda f: -f.right)
         self.stfts = {f: StreamingSTFT(f) for f in framings}
@@ -123,32 +126,43 @@ class Engine:
                 for r in self.runners}
 
     def push(self, samples: np.ndarray, final: bool = False) -> list[Event]:
-        got = {}
-        for f, stft in self.stfts.items():
-            c = stft.push(samples) if len(samples) else torch.zeros(0, f.n_bins, dtype=torch.complex64)
-            if final:
-                c = torch.cat([c, stft.flush()])
-            got[f] = c
-        if not final and not any(c.shape[0] for c in got.values()):  # part of a hop (a 256-sample period at
-            return []  # 48 kHz is half of one)
-        spectra = {}
-        for f, c in got.items():
-            spec = c.abs()
-            spectra[f] = (c, spec, frame_levels_db(spec) if spec.shape[0] else np.zeros(0))
-        first = next(iter(spectra.values()))
-        n = first[1].shape[0]
-        if spectra[self.newest][2].shape[0]:
-            self.level_db = float(spectra[self.newest][2][-1])
+        return [e for events, _ in self.push_each(samples, final) for e in events]
+
+    def push_each(self, samples: np.ndarray, final: bool = False) -> Iterator[tuple[list[Event], float]]:
+        """``push`` one task at a time, the earliest-reporting first, so that a live onset never waits for the
+        chord model: yields (the task's events, seconds since this push began). Each framing's STFT runs when
+        the first task on it does."""
+        t0 = time.perf_counter()
+        spectra: dict[Framing, tuple] = {}
+        ran = False
+        for r in self.order:
+            if r.framing not in spectra:
+                spectra[r.framing] = self._spectra(r.framing, samples, final)
+            c, spec, levels = spectra[r.framing]
+            if spec.shape[0] or final:  # (a part of a hop: a 256-sample period at 48 kHz is half of one)
+                events = r.push(spec, levels, final, c)
+                ran = ran or r.ran
+                yield events, time.perf_counter() - t0
+        for f in self.stfts:  # (no runner: the level meter's STFT)
+            if f not in spectra:
+                spectra[f] = self._spectra(f, samples, final)
+        n = spectra[next(iter(self.stfts))][1].shape[0]  # frames of the latest-completing framing
         self.frames += n
         self.stats.hops += n
-        t0 = time.perf_counter()
-        events: list[Event] = []
-        for r in self.runners:
-            c, spec, levels = spectra[r.framing]
-            events += r.push(spec, levels, final, c)
-        if any(r.ran for r in self.runners):  # a block that ran models (not a hop that only waited)
+        if ran:  # a block that ran models (not a hop that only waited)
             self.stats.add_compute((time.perf_counter() - t0) * 1000)
-        return events
+
+    def _spectra(self, f: Framing, samples: np.ndarray, final: bool) -> tuple:
+        """(complex, magnitude, levels in dB) of the frames that ``samples`` complete on framing ``f``."""
+        stft = self.stfts[f]
+        c = stft.push(samples) if len(samples) else torch.zeros(0, f.n_bins, dtype=torch.complex64)
+        if final:
+            c = torch.cat([c, stft.flush()])
+        spec = c.abs()
+        levels = frame_levels_db(spec) if spec.shape[0] else np.zeros(0)
+        if f == self.newest and levels.shape[0]:
+            self.level_db = float(levels[-1])
+        return c, spec, levels
 
     def finish(self) -> list[Event]:
         return self.push(np.zeros(0, dtype=np.float32), final=True)
