@@ -193,10 +193,13 @@ def test_amend_card_relabels_but_keeps_weights_and_measured_figures(tmp_path):
 
 
 def test_lottery_starts_from_a_fit_run(tiny_data, tmp_path):
+    """... and keeps the framing the parent was fitted on (here the centred one, not onset's own)."""
     data = str(tiny_data("onset"))
     fit = [sys.executable, "-m", "train", "fit", "--task", "onset", "--data", data, "--out", str(tmp_path / "fit"),
            "--width", "0.25", "--epochs", "2", "--steps", "2", "--batch", "4"]  # longer than a round below
-    assert run_cli(fit).returncode == 0
+    r = run_cli(fit + ["--framing", "500:10"])
+    assert r.returncode != 0 and b"--framing" in r.stderr and b"Traceback" not in r.stderr
+    assert run_cli(fit + ["--framing", "1024:512"]).returncode == 0
     lot = [sys.executable, "-m", "train", "lottery", "--task", "onset", "--data", data, "--rounds", "1",
            "--init-from", str(tmp_path / "fit"), "--criterion", "batchnorm", *FAST]
     r = run_cli(lot + ["--out", str(tmp_path / "bad"), "--width", "0.5"])
@@ -209,6 +212,10 @@ def test_lottery_starts_from_a_fit_run(tiny_data, tmp_path):
     assert rounds[0]["test"] == fitted["test"]["f"] and rounds[1]["params"] < rounds[0]["params"]
     assert run["settings"]["init_from"] == str(tmp_path / "fit")
     assert rounds[0]["dense_fit"]["epochs"] == fitted["settings"]["epochs"] != run["settings"]["epochs"]
+    from edgemir.bundle import read_card
+
+    for rd in rounds:
+        assert read_card(tmp_path / "lt" / "bundles" / rd["bundle"])["frontend"]["n_fft"] == 1024
 
 
 def test_an_interrupted_fit_resumes_to_the_same_weights(tiny_data, tmp_path, monkeypatch):
