@@ -3,9 +3,9 @@
 The same functions run in batch (training, offline analysis) and hop by hop (live). A *framing* says where
 frame ``t``'s window lies: it ends ``right`` samples after sample ``t * HOP`` (a stream starts with
 ``n_fft - right`` zeros), so frame ``t`` can be computed once sample ``t * HOP + right`` has arrived.
-``CENTRED`` (1024 samples, centred: 32 ms past the frame) gives the frequency detail that pitch, chords,
-drums and instruments need; ``CAUSAL`` (512 samples ending 10 ms past the frame) lets onsets be reported
-within 20 ms of a hit (docs/live-design.md). A bundle's card names its framing; the engine runs one STFT per
+``CENTRED`` (1024 samples, centred: 32 ms past the frame) gives the frequency detail that pitch, chords
+and instruments need; ``CAUSAL`` (512 samples ending 7.5 ms past the frame) lets onsets and drum hits be
+reported within 20 ms (docs/live-design.md). A bundle's card names its framing; the engine runs one STFT per
 framing that its bundles use.
 """
 
@@ -41,7 +41,7 @@ class Framing:
     @property
     def min_lookahead(self) -> int:
         """The least look-ahead a net on this framing may have: its window still reaches past the labelled
-        frame's time (centred: -3, 2 ms; causal: -1, 0 ms)."""
+        frame's time (centred: -3, 2 ms; causal: 0, 7.5 ms)."""
         return -(self.right // HOP)
 
     @property
@@ -74,7 +74,7 @@ class Framing:
 
 
 CENTRED = Framing(1024, 512)
-CAUSAL = Framing(512, 160)
+CAUSAL = Framing(512, 120)
 N_FFT: int = CENTRED.n_fft  # the centred framing's figures (the pitch refiner reads its phases)
 N_BINS: int = CENTRED.n_bins
 

@@ -252,16 +252,17 @@ def test_paced_file_delivers_whole_frames_as_a_device_delivers_periods():
 
 
 def test_each_task_waits_for_its_own_framing():
-    """Onsets read the causal framing (10 ms past the frame) at look-ahead +1, drums the centred one (32 ms) at
-    +3: the engine runs both STFTs, counts each task's wait from its own, and a paced file delivers up to the
-    newest frame of the earliest-completing framing."""
+    """Onsets read the causal framing (7.5 ms past the frame) at look-ahead +1, pitch and drums the centred one
+    (32 ms) at 0 and +3 (pitch also waits a hop for its block of two): the engine runs both STFTs, counts each task's
+    wait from its own, and a paced file delivers up to the newest frame of the earliest-completing framing."""
     from edgemir.app import Pipeline, build_engine, load_models
     from edgemir.frontend import CAUSAL, CENTRED
     from edgemir.sources import FileSource
 
-    eng = build_engine(load_models(["onset", "drums"], None), block=4)
+    eng = build_engine(load_models(["onset", "drums", "pitch"], None), block=4)
     assert list(eng.stfts) == [CENTRED, CAUSAL]
-    assert {t: round(v * 1000) for t, v in eng.algorithmic_latency_s.items()} == {"onset": 20, "drums": 62}
+    assert {t: round(v * 1000, 1) for t, v in eng.algorithmic_latency_s.items()} == {
+        "onset": 17.5, "drums": 62.0, "pitch": 42.0}
     src = FileSource.from_array(np.zeros(4000, np.float32), realtime=True)
     Pipeline(src, eng, [])
     assert src.frame_offset == CAUSAL.right

@@ -54,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--width", type=float, default=1.0, help="model width multiplier")
     f.add_argument("--lookahead", type=int,
-                   help="frames the net sees past each frame (default: the task's; >= -3 centred, -1 causal)")
+                   help="frames the net sees past each frame (default: the task's; >= -3 centred, 0 causal)")
     f.add_argument("--framing", help="N_FFT:RIGHT, the window length and how many samples it reaches past its "
-                                     "frame (default: the task's; e.g. 512:160 the causal framing, 1024:512 centred)")
+                                     "frame (default: the task's; e.g. 512:120 the causal framing, 1024:512 centred)")
     f.add_argument("--threads", type=int, default=1, help="torch threads (1: run several fits side by side)")
 
     lt = sub.add_parser("lottery", help="iterative pruning with rewinding (trim or mask)")

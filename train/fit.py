@@ -288,7 +288,7 @@ def parse_framing(text: str) -> Framing:
             raise ValueError
     except ValueError:
         raise UserError(f"--framing {text!r}: want N_FFT:RIGHT, a power of two >= 64 and 0 <= RIGHT <= N_FFT "
-                        "(e.g. 512:160)") from None
+                        "(e.g. 512:120)") from None
     return Framing(n, right)
 
 
