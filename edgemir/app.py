@@ -123,7 +123,7 @@ class Pipeline:
         if len(x) == 0:  # nothing yet (or the device is away): the loop is healthy, so keep pinging
             if self.notify:
                 self.notify.ping()
-            time.sleep(0.002)
+            self.source.wait(0.05)  # until audio arrives (a device wakes the loop once per block)
             return True
         x = self._sanitise(x)
         self.samples += len(x)

@@ -7,6 +7,8 @@ child, whatever state its backend is in, and starts a fresh one when the device 
 
 The child's callback only copies (down-mixed) samples into a shared-memory ring; the parent reads
 it. Single producer, single consumer: the child owns the write count, the parent the read count.
+After each block the callback writes a byte to a pipe, so the parent sleeps until audio arrives
+(``wait``) instead of polling.
 
 Besides the backend's overflow flags, gaps in the stream clock are measured: a JACK server skips
 the periods of a late client without always raising PortAudio's overflow flag, but the ADC time of
@@ -52,7 +54,7 @@ def clock_gap(adc: float, last_adc: float, last_frames: int, rate: int) -> int:
     return int(round(missing)) if missing > 1.5 * last_frames else 0
 
 
-def _child(device, shm_name: str, cap: int, blocksize: int, retry_s: float = 0.0) -> None:
+def _child(device, shm_name: str, cap: int, blocksize: int, retry_s: float = 0.0, wake_fd: int = -1) -> None:
     """Open the device, report (name, rate) or an error on stdout, then copy samples until the
     stream ends or the parent goes away. With ``retry_s`` > 0 a failed open is reported once
     ("waiting") and retried every ``retry_s`` seconds with PortAudio re-initialised (it enumerates
@@ -80,7 +82,7 @@ def _child(device, shm_name: str, cap: int, blocksize: int, retry_s: float = 0.0
             if attempt:  # PortAudio lists devices only when initialised: start it afresh for each try
                 sd._terminate()
                 sd._initialize()
-            stream, name, rate = _open_stream(sd, device, head, ring, cap, blocksize)
+            stream, name, rate = _open_stream(sd, device, head, ring, cap, blocksize, wake_fd)
             break
         except Exception as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -100,7 +102,7 @@ def _child(device, shm_name: str, cap: int, blocksize: int, retry_s: float = 0.0
     os._exit(0)  # never wait on a stream the backend may not release
 
 
-def _open_stream(sd, device, head, ring, cap: int, blocksize: int):
+def _open_stream(sd, device, head, ring, cap: int, blocksize: int, wake_fd: int = -1):
     """Start a callback stream that copies (down-mixed) samples into the ring; (stream, name, rate)."""
     info = sd.query_devices(device, "input")
     index = info["index"] if "index" in info else device
@@ -134,6 +136,11 @@ def _open_stream(sd, device, head, ring, cap: int, blocksize: int):
         if k < frames:
             ring[: frames - k] = m[k:]
         head[W] = w + frames  # published after the samples
+        if wake_fd >= 0:
+            try:
+                os.write(wake_fd, b"\0")  # non-blocking: a full pipe already says "audio is waiting"
+            except OSError:
+                pass
 
     bs = blocksize if rate == SAMPLE_RATE else int(blocksize * rate / SAMPLE_RATE)
     stream = sd.InputStream(device=index, channels=channels, samplerate=rate, blocksize=bs, dtype="float32",
@@ -151,6 +158,7 @@ class ProcessDeviceSource:
     16 kHz with soxr here when the device cannot run at 16 kHz."""
 
     nonfinite = 0
+    wake_r = -1  # the read end of the child's wake-up pipe
 
     def __init__(self, device: str | int | None, blocksize: int = 160, seconds: float = 4.0,
                  open_timeout: float = 5.0, stall_s: float = 2.0, retry_s: float = 0.0, log=None) -> None:
@@ -172,9 +180,16 @@ class ProcessDeviceSource:
         self.clock: list[tuple[int, float]] = []
         # a fresh interpreter (no torch, no inherited locks), not multiprocessing: that would re-run
         # the caller's __main__ in the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edgemir.capture", json.dumps([device, self.shm.name, self.cap, blocksize, retry_s])],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        self.wake_r, wake_w = os.pipe()  # a byte per block from the child's callback: see ``wait``
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(wake_w, False)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "edgemir.capture",
+                 json.dumps([device, self.shm.name, self.cap, blocksize, retry_s, wake_w])],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, pass_fds=(wake_w,))
+        finally:
+            os.close(wake_w)
         threading.Thread(target=self._forward_stderr, args=(self.proc.stderr,), daemon=True).start()
         os.set_blocking(self.proc.stdout.fileno(), False)
         self.buf = b""
@@ -297,6 +312,18 @@ class ProcessDeviceSource:
                 return t
         return None
 
+    def wait(self, timeout: float) -> None:
+        """Sleep until the child has written a block (or ``timeout`` seconds): the worker loop wakes once
+        per block instead of polling."""
+        if self.wake_r < 0:
+            time.sleep(timeout)
+            return
+        if select.select([self.wake_r], [], [], timeout)[0]:
+            try:
+                os.read(self.wake_r, 4096)
+            except OSError:
+                pass
+
     def stop(self) -> None:
         """Kill the child whatever its backend is doing; never blocks for long."""
         if self.proc.poll() is None:
@@ -309,6 +336,9 @@ class ProcessDeviceSource:
         for pipe in (self.proc.stdout, self.proc.stderr):
             if pipe:
                 pipe.close()
+        if self.wake_r >= 0:
+            os.close(self.wake_r)
+            self.wake_r = -1
         if self.shm is not None:
             self.head = self.ring = None  # drop the views before closing the mapping
             self.shm.close()

@@ -30,6 +30,10 @@ class Source:
     def read(self, n: int) -> np.ndarray | None:
         raise NotImplementedError
 
+    def wait(self, timeout: float) -> None:
+        """After an empty read: sleep until more audio may be there (at most ``timeout`` seconds)."""
+        time.sleep(timeout)
+
     def arrival_time(self, sample: int) -> float | None:
         """Wall time (perf_counter) at which sample index ``sample`` arrived, if known."""
         return None
@@ -112,6 +116,14 @@ class FileSource(Source):
             return np.zeros(0, dtype=np.float32)
         self.pos += len(out)
         return out
+
+    def wait(self, timeout: float) -> None:
+        """Paced: sleep until the next frame is due (``read`` hands over whole frames only)."""
+        if not self.realtime:
+            return
+        have, off = self.base + self.pos, self.frame_offset
+        nxt = off + ((have - off) // HOP + 1) * HOP if have >= off else off
+        time.sleep(min(timeout, max(0.0, self.t0 + (nxt - self.base) / SAMPLE_RATE - time.perf_counter())))
 
     def arrival_time(self, sample: int) -> float | None:
         if not self.realtime:
@@ -236,6 +248,12 @@ class LiveInput(Source):
         self.lost_at = min(time.monotonic(), last) if last is not None else time.monotonic()
         self.inner = ProcessDeviceSource(self.device, retry_s=self.retry_s, log=self.log)
         return np.zeros(0, dtype=np.float32)
+
+    def wait(self, timeout: float) -> None:
+        if self.inner is None or self.lost_at is not None:  # waiting for the device: poll it now and then
+            time.sleep(min(timeout, 0.01))
+        else:
+            self.inner.wait(timeout)
 
     def arrival_time(self, sample: int) -> float | None:
         if self.inner is None or self.lost_at is not None:
