@@ -62,15 +62,15 @@ def test_a_stalled_worker_stops_the_pings(tiny_bundles, tmp_path, monkeypatch):
     bundles = load_models(["onset"], tiny_bundles)
     engine = build_engine(bundles)
     calls = {"n": 0}
-    real_push = engine.push
+    real_push = engine.push_each
 
-    def push(x, final=False):
+    def push_each(x, final=False):
         calls["n"] += 1
         if calls["n"] == 20:
             time.sleep(1.5)  # the worker is stuck in a model
         return real_push(x, final)
 
-    engine.push = push
+    engine.push_each = push_each
     src = FileSource.from_array(np.zeros(16000 * 3, np.float32), realtime=True)
     runner = Pipeline(src, engine, [], notify=Notifier(interval_s=0.05))
     src.start()
