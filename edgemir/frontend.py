@@ -4,8 +4,8 @@ The same functions run in batch (training, offline analysis) and hop by hop (liv
 frame ``t``'s window lies: it ends ``right`` samples after sample ``t * HOP`` (a stream starts with
 ``n_fft - right`` zeros), so frame ``t`` can be computed once sample ``t * HOP + right`` has arrived.
 ``CENTRED`` (1024 samples, centred: 32 ms past the frame) gives the frequency detail that pitch, chords
-and instruments need; ``CAUSAL`` (512 samples ending 7.5 ms past the frame) lets onsets and drum hits be
-reported within 20 ms (docs/live-design.md). A bundle's card names its framing; the engine runs one STFT per
+and instruments need (drums too: docs/live-design.md); ``CAUSAL`` (512 samples ending 7.5 ms past the frame)
+lets onsets be reported within 20 ms of a hit. A bundle's card names its framing; the engine runs one STFT per
 framing that its bundles use.
 """
 
