@@ -6,8 +6,8 @@ get exactly the batch outputs. Output frame j belongs to input frame ``j + rf - 
 
 Look-ahead is in frames past the labelled frame. The audio a net sees ends ``reach + 10 * lookahead`` ms
 after the labelled time, where ``reach`` is how far its framing's window reaches past its frame
-(edgemir.frontend): 32 ms centred (pitch, chords, instruments; a negative look-ahead decides before the
-frame's window is complete, -3 is the least), 10 ms causal (onsets at +1: 20 ms). See docs/live-design.md.
+(edgemir.frontend): 32 ms centred (pitch, chords, drums, instruments; a negative look-ahead decides before the
+frame's window is complete, -3 is the least), 7.5 ms causal (onsets at +1: 17.5 ms). See docs/live-design.md.
 
 Layout (each weighted layer followed by BatchNorm, for the batchnorm trimming criterion):
   input BatchNorm → Conv2d blocks over (frequency, time) with frequency max-pooling
