@@ -100,9 +100,7 @@ class FileSource(Source):
             # as a device delivers whole periods: a read of a few samples every loop would cost the engine's
             # per-push overhead hundreds of times a second for nothing (the demo took 26% of a core, 18% now)
             due = int((time.perf_counter() - self.t0) * SAMPLE_RATE)
-            end = self.base + self.pos + min(n, max(0, due - self.pos))
-            off = self.frame_offset
-            end = off + (end - off) // HOP * HOP if end >= off else 0
+            end = self._frame_end(self.base + self.pos + min(n, max(0, due - self.pos)))
             n = max(0, end - self.base - self.pos)
             if n == 0:
                 return np.zeros(0, dtype=np.float32)
@@ -117,12 +115,16 @@ class FileSource(Source):
         self.pos += len(out)
         return out
 
+    def _frame_end(self, sample: int) -> int:
+        """The last stream position at or before ``sample`` where a frame completes (0 before the first)."""
+        off = self.frame_offset
+        return off + (sample - off) // HOP * HOP if sample >= off else 0
+
     def wait(self, timeout: float) -> None:
         """Paced: sleep until the next frame is due (``read`` hands over whole frames only)."""
         if not self.realtime:
             return
-        have, off = self.base + self.pos, self.frame_offset
-        nxt = off + ((have - off) // HOP + 1) * HOP if have >= off else off
+        nxt = max(self.frame_offset, self._frame_end(self.base + self.pos + HOP))
         time.sleep(min(timeout, max(0.0, self.t0 + (nxt - self.base) / SAMPLE_RATE - time.perf_counter())))
 
     def arrival_time(self, sample: int) -> float | None:
