@@ -132,3 +132,33 @@ def test_phase_refinement_finds_a_low_lone_partial_the_model_places_bins_away():
         got = phase_f0s(s[:1], s[1:], guess, 100.0, 1.5 * DF)[0]
         assert abs(1200 * np.log2(got / f)) < (2.0 if f < 100 else 0.1), (f, got)
         assert np.isnan(phase_f0s(s[:1], s[1:], guess, 100.0)[0])
+
+
+def test_subharmonic_check_finds_a_weak_fundamental_under_the_models_harmonic():
+    """A low plucked string with a weak fundamental that the model reads at its 3rd or 4th harmonic: the
+    refiner's check finds the partials between that harmonic's own and divides by 3 or 4; read at its 2nd it
+    stays (2:1 is left alone: rough voices have it too); a full harmonic tone and a pure sine at the model's
+    estimate stay where they are (the in-between positions are empty)."""
+    import torch
+
+    from edgemir.frontend import complex_spectrum
+    from edgemir.labels import HOP, SAMPLE_RATE
+    from edgemir.refine import subharmonic
+
+    t = np.arange(1024 + HOP) / SAMPLE_RATE
+
+    def pair(f0, first_gain=1.0, harmonics=True):
+        ks = range(1, int(7000 / f0) + 1) if harmonics else (1,)
+        x = sum((first_gain if k == 1 else 1.0) * np.sin(2 * np.pi * k * f0 * t + k) / k for k in ks)
+        s = complex_spectrum(torch.from_numpy(x.astype(np.float32)).unfold(0, 1024, HOP)).numpy()
+        return s[:1], s[1:]
+
+    for f0 in (43.65, 65.41, 98.0):
+        x1, x2 = pair(f0, first_gain=0.05)  # the fundamental 26 dB under its usual level
+        for m in (3, 4):
+            assert subharmonic(x1, x2, np.array([m * f0]), 38.0)[0] == m, (f0, m)
+        assert subharmonic(x1, x2, np.array([2 * f0]), 38.0)[0] == 1
+    for f0 in (82.41, 196.0, 440.0):
+        for harmonics in (True, False):
+            x1, x2 = pair(f0, harmonics=harmonics)
+            assert subharmonic(x1, x2, np.array([f0]), 38.0)[0] == 1, (f0, harmonics)

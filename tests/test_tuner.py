@@ -9,11 +9,10 @@ import pytest
 
 from train.tuner import KINDS, measure, octave_table
 
-# The goal is every tone within ±2 cents and on the right note on >= 99% of its voiced frames. The shipped
-# bundle with its refiner reaches it on 69, 69 and 66 of the 69 tones (docs/realeval/realeval.md): the F1
-# and G1 plucks are mostly left unvoiced by the model (the few voiced frames read a harmonic) and the C2 pluck
-# is read two octaves up. These shares guard against a regression until the goal is met.
-MIN_SHARE = {"harmonic": 1.0, "sine": 1.0, "pluck": 0.95}
+# The goal: every tone within ±2 cents and on the right note on >= 99% of its voiced frames. The shipped bundle
+# with its refiner reaches it on all 69 tones of each kind since the refiner's subharmonic check (session 22:
+# the F1, G1 and C2 plucks had been read at their 3rd or 4th harmonic).
+MIN_SHARE = {"harmonic": 1.0, "sine": 1.0, "pluck": 1.0}
 
 
 @pytest.fixture(scope="module")

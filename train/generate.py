@@ -33,8 +33,9 @@ from train.render import (
     gm_soundfonts,
 )
 
-GENERATOR_VERSION = "4"  # 3: synthesised singers, plucks, tones, amps/effects and full-band drum mixes (train/sources.py);
+GENERATOR_VERSION = "5"  # 3: synthesised singers, plucks, tones, amps/effects and full-band drum mixes (train/sources.py);
 # 4: drums only: a quarter of the items drum-free (voice, guitar, GM melody, or a whole band without drums), was 8%
+# 5: instrument only: players' expression on GM lines (vibrato, bends, swells) and strummed guitar chords
 # 2: train/valid items draw their GM bank from a pool; no detuned pitch programs (`train data --generator 2`)
 SPLITS = ("train", "valid", "test")
 HOP_S = 0.01
@@ -511,11 +512,14 @@ def gen_instrument(rng, kits: int = 0, version: int = 3, split: str = "train"):
             return Mix([Part(audio=audio, fx=fx)]), dur, {"family": fam, "labels": [fam]}
         if fam in ("guitar", "bass") and rng.random() < 0.3:
             lo, hi = (28, 62) if fam == "bass" else (40, 84)
-            audio, _ = src.pluck(rng, _melody(rng, lo, hi, rng.uniform(0, 0.3), dur - 0.1, rng.uniform(80, 200)), dur)
+            t0, tempo = rng.uniform(0, 0.3), rng.uniform(80, 200)
+            notes = (_strums(rng, t0, dur - 0.1, tempo) if version >= 5 and fam == "guitar" and rng.random() < 0.4
+                     else _melody(rng, lo, hi, t0, dur - 0.1, tempo))
+            audio, _ = src.pluck(rng, notes, dur)
             drive = fam == "guitar" and rng.random() < 0.6
             fx = (lambda x: src.amp_chain(rng, x, drive=drive)) if rng.random() < 0.6 else None
             return Mix([Part(audio=audio, fx=fx)]), dur, {"family": fam, "labels": [fam]}
-        sc, dur, a = gen_instrument_gm(rng, fam, bass_high=True)
+        sc, dur, a = gen_instrument_gm(rng, fam, bass_high=True, expressive=version >= 5)
         if fam in ("guitar", "bass", "synth_lead") and rng.random() < 0.5:
             drive = rng.random() < (0.6 if fam == "guitar" else 0.25)
             sc = Mix([Part(score=sc, fx=lambda x: src.amp_chain(rng, x, drive=drive))])
@@ -523,24 +527,92 @@ def gen_instrument(rng, kits: int = 0, version: int = 3, split: str = "train"):
     return gen_instrument_gm(rng, fam)
 
 
-def gen_instrument_gm(rng, fam: str, bass_high: bool = False) -> tuple[Score, float, dict]:
+def gen_instrument_gm(rng, fam: str, bass_high: bool = False, expressive: bool = False) -> tuple[Score, float, dict]:
+    """One GM program playing a note, a phrase or dyads; ``expressive`` (generator 5): the player's vibrato,
+    bends and swells, and guitars strumming chords."""
     dur = 3.0
     prog, lo, hi = _program(rng, fam)
     if fam == "bass" and bass_high:
         hi += 7  # (generator 3) basses are played high too (a double bass in thumb position)
     sc = Score()
     sc.program(0, prog)
+    if expressive and fam == "guitar" and rng.random() < 0.35:
+        for p, a, b in _strums(rng, rng.uniform(0, 0.3), dur - 0.1, rng.uniform(70, 160)):
+            sc.note(0, p, a, b, int(rng.integers(50, 120)))
+        return sc, dur, {"family": fam, "labels": [fam]}
     mode = rng.choice(["note", "phrase", "poly"], p=[0.4, 0.4, 0.2])
     if mode == "note":
         p = int(rng.integers(lo, hi + 1))
         a = rng.uniform(0.0, 0.3)
-        sc.note(0, p, a, a + rng.uniform(0.5, 2.5), int(rng.integers(40, 127)))
+        notes = [(p, a, a + rng.uniform(0.5, 2.5))]
     else:
-        for p, a, b in _melody(rng, lo, hi, rng.uniform(0, 0.3), dur - 0.1, rng.uniform(80, 180)):
-            sc.note(0, p, a, b, int(rng.integers(40, 127)))
-            if mode == "poly" and fam not in ("flute", "reed", "brass", "vocal", "synth_lead", "bass"):
-                sc.note(0, min(p + int(rng.choice([3, 4, 7, 12])), 108), a, b, int(rng.integers(40, 127)))
+        notes = _melody(rng, lo, hi, rng.uniform(0, 0.3), dur - 0.1, rng.uniform(80, 180))
+    for p, a, b in notes:
+        sc.note(0, p, a, b, int(rng.integers(40, 127)))
+        if mode == "poly" and fam not in ("flute", "reed", "brass", "vocal", "synth_lead", "bass"):
+            sc.note(0, min(p + int(rng.choice([3, 4, 7, 12])), 108), a, b, int(rng.integers(40, 127)))
+    if expressive:
+        _expression(rng, sc, fam, notes)
     return sc, dur, {"family": fam, "labels": [fam]}
+
+
+# (generator 5) how often players of a family use vibrato, and its depth in cents; swells are for the families
+# that can change a held note's loudness (bowed, blown, sung, an organ's swell pedal, a synth's filter)
+VIBRATO = {"string": (0.8, 15, 50), "vocal": (0.8, 20, 80), "reed": (0.6, 10, 40), "flute": (0.6, 10, 35),
+           "brass": (0.5, 10, 40), "synth_lead": (0.4, 10, 60), "guitar": (0.25, 10, 40), "bass": (0.1, 5, 20)}
+SWELLS = ("string", "vocal", "reed", "flute", "brass", "organ", "synth_lead")
+
+
+def _expression(rng, sc: Score, fam: str, notes) -> None:
+    """Per-note vibrato (delayed, 4-7 Hz), guitar string bends and expression swells (CC 11), as 10-ms
+    pitch-bend and 20-ms controller curves on channel 0."""
+    use, lo, hi = VIBRATO.get(fam, (0.0, 0, 0))
+    for _p, a, b in notes:
+        tt = np.arange(a, b, HOP_S)
+        cents = np.zeros_like(tt)
+        if fam == "guitar" and rng.random() < 0.15:  # a bend up one or two semitones and back
+            up, t_up = 100 * rng.choice([1, 2]), rng.uniform(0.05, 0.2)
+            cents += up * np.clip((tt - a) / t_up, 0, 1)
+        if rng.random() < use:
+            rate, depth, delay = rng.uniform(4.5, 7), rng.uniform(lo, hi), rng.uniform(0.0, 0.4)
+            cents += np.where(tt - a > delay, depth * np.sin(2 * np.pi * rate * (tt - a - delay)), 0.0)
+        if cents.any():
+            for t, c in zip(tt, cents):
+                sc.add(t, "bend", 0, bend_value(c / 100))
+            sc.add(b, "bend", 0, 0)
+        if fam in SWELLS and rng.random() < 0.5:
+            t20 = np.arange(a, b, 0.02)
+            v0, v1 = rng.uniform(40, 127, 2)
+            shape = np.sin(np.pi * (t20 - a) / max(b - a, 1e-3)) if rng.random() < 0.5 else (t20 - a) / max(b - a, 1e-3)
+            for t, x in zip(t20, v0 + (v1 - v0) * shape):
+                sc.add(t, "cc", 0, 11, int(np.clip(x, 1, 127)))
+            sc.add(b, "cc", 0, 11, 127)
+
+
+# (generator 5) open-position guitar chord shapes as semitones above the low E string's E2 (MIDI 40), six strings
+GUITAR_SHAPES = ([0, 7, 12, 16, 19, 24], [0, 7, 12, 15, 19, 24], [5, 12, 17, 21, 24], [5, 12, 17, 20, 24],
+                 [3, 7, 10, 15, 19, 27], [10, 17, 22, 26], [0, 7, 10, 16, 19, 24], [2, 9, 14, 17], [7, 14, 19, 23, 26])
+
+
+def _strums(rng, t0: float, t1: float, tempo: float) -> list[tuple[int, float, float]]:
+    """Strummed guitar chords: a shape moved up the neck, 3-6 strings struck 4-35 ms apart, down and up
+    strokes on the beat or half-beat, each ringing to the next stroke or chopped short."""
+    beat = 60.0 / tempo * rng.choice([0.5, 1.0])
+    notes, t, down = [], t0, True
+    shape = np.array(GUITAR_SHAPES[rng.integers(len(GUITAR_SHAPES))]) + 40 + int(rng.integers(0, 8))
+    while t < t1 - 0.05:
+        if rng.random() < 0.2:
+            shape = np.array(GUITAR_SHAPES[rng.integers(len(GUITAR_SHAPES))]) + 40 + int(rng.integers(0, 8))
+        k = int(rng.integers(3, len(shape) + 1))
+        strings = shape[:k] if down else shape[::-1][:k]
+        gap = rng.uniform(0.004, 0.035)
+        end = min(t + beat * (rng.uniform(0.3, 0.6) if rng.random() < 0.25 else 1.0), t1)
+        for i, p in enumerate(strings):
+            if t + i * gap < end - 0.02:
+                notes.append((int(p), t + i * gap, end))
+        t += beat
+        down = not down if rng.random() < 0.8 else down
+    return notes
 
 
 GENERATORS = {"pitch": gen_pitch, "onset": gen_onset, "chord": gen_chord, "drums": gen_drums,
@@ -574,8 +646,8 @@ def write_dataset(task: str, split: str, minutes: float, seed: int, out: Path,
         raise UserError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
     if minutes <= 0:
         raise UserError("--minutes must be positive")
-    if version not in (2, 3, 4):
-        raise UserError(f"unknown generator version {version} (2, 3 or 4)")
+    if version not in (2, 3, 4, 5):
+        raise UserError(f"unknown generator version {version} (2 to 5)")
     gm = [Path(soundfont)] if soundfont else gm_soundfonts(split)
     kits = extra_drum_kits(split) if GENERATORS[task] in KIT_GENERATORS and soundfont is None else []
     fonts = gm + kits
