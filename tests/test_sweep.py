@@ -27,12 +27,24 @@ def test_sweep_is_the_cartesian_product_and_mask_runs_collapse():
 def test_every_task_has_a_valid_recipe(task):
     r = load_recipe(task)
     assert r["task"] == task and set(r["data"]["minutes"]) == {"train", "valid", "test"}
+    # the data is rendered with the generator the shipped bundle was trained on (not the newest default)
+    from train.sweep import ensure_data
+
+    cmd = ensure_data(task, Path("/nonexistent"))[0]
+    assert cmd[cmd.index("--generator") + 1] == str(r["data"]["generator"])
+    assert build_parser_ok(cmd[3:])
     jobs = recipe_jobs(task)
     assert jobs and all(j.task == task for j in jobs)
     # the lottery parser accepts every option the recipe passes
     from train.__main__ import build_parser
 
     build_parser().parse_args(jobs[0].argv(Path("d"), Path("r"))[3:])
+
+
+def build_parser_ok(argv: list[str]) -> bool:
+    from train.__main__ import build_parser
+
+    return build_parser().parse_args(argv).cmd == "data"
 
 
 def test_a_recipe_fit_trains_the_parent_that_the_lottery_starts_from():

@@ -84,6 +84,8 @@ def load_recipe(task: str) -> dict:
     for key in ("task", "data", "lottery"):
         if key not in r:
             raise UserError(f"{path}: missing [{key}]")
+    if "generator" not in r["data"]:  # the bundle's data: a later generator renders other audio for some tasks
+        raise UserError(f"{path}: [data] needs the generator version its bundle was trained on")
     return r
 
 
@@ -116,7 +118,8 @@ def ensure_data(task: str, data_root: Path) -> list[list[str]]:
         out = data_root / task / split
         if not (out / "manifest.json").exists():
             cmds.append([sys.executable, "-m", "train", "data", "--task", task, "--split", split, "--minutes",
-                         str(minutes), "--seed", str(r["data"].get("seed", 1)), "--out", str(out)])
+                         str(minutes), "--seed", str(r["data"].get("seed", 1)), "--out", str(out),
+                         "--generator", str(r["data"]["generator"])])
     return cmds
 
 
