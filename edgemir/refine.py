@@ -75,7 +75,7 @@ def _fundamental(x1: np.ndarray, x2: np.ndarray, mag: np.ndarray, f_coarse: np.n
 
 # The divisors read: 4 and 3, not 2. A 2:1 sub-harmonic is also what rough voices (period doubling) and distorted
 # two-note chords produce: with 2 as well, the synthetic valid split gained 1 point of RPA but dev-real's rough male
-# voice and distorted guitar lost 0.8 and 1.2 (docs/research-log.md, session 22); without it both are unchanged.
+# voice and distorted guitar lost 0.9 and 1.2 (docs/live-design.md, session 22); without it both are unchanged.
 DIVISORS = (4, 3)
 # (divisor m, in-between multiple k of f/m) pairs that subharmonic() inspects: k not a multiple of m, up to 4.5 f
 # (far enough that a missing fundamental alone does not fail the share)
