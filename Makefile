@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= $(shell bash deploy/torch-version.sh)
 RUN_APT := libportaudio2 python3-venv
 TEST_APT := $(RUN_APT) fluidsynth fluid-soundfont-gm avldrums.lv2-soundfont hydrogen-drumkits alsa-utils tmux shellcheck jackd2 systemd \
-	musescore-general-soundfont-small csound-soundfont python3-seccomp
+	musescore-general-soundfont-small csound-soundfont python3-seccomp \
+	festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test setup setup-run system-run system-test lint clean

@@ -34,10 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", type=Path, required=True)
     d.add_argument("--soundfont", type=Path)
-    d.add_argument("--generator", type=int, choices=[2, 3, 4, 5], default=5,
+    d.add_argument("--generator", type=int, choices=[2, 3, 4, 5, 6], default=6,
                    help="generator version (2: GM banks only, before December 2026; 3: singers, amps, real kits, "
                         "bands; 4: as 3, drums with a quarter of the items drum-free; 5: as 4, instrument players' "
-                        "expression and strummed guitars)")
+                        "expression and strummed guitars; 6: as 5, half the singers are recorded voices sung at the "
+                        "melody)")
 
     e = sub.add_parser("evaluate", help="score estimates against references (mir_eval)")
     e.add_argument("--task", type=_task, required=True)

@@ -20,6 +20,7 @@ from edgemir.labels import FAMILIES, PITCH_CLASSES, SAMPLE_RATE, TASKS, family_o
 from edgemir.tasks import REGISTRY
 from train import annotations as ann
 from train import sources as src
+from train import speech
 from train.augment import realism
 from train.kits import hydrogen_kits
 from train.render import (
@@ -33,9 +34,10 @@ from train.render import (
     gm_soundfonts,
 )
 
-GENERATOR_VERSION = "5"  # 3: synthesised singers, plucks, tones, amps/effects and full-band drum mixes (train/sources.py);
+GENERATOR_VERSION = "6"  # 3: synthesised singers, plucks, tones, amps/effects and full-band drum mixes (train/sources.py);
 # 4: drums only: a quarter of the items drum-free (voice, guitar, GM melody, or a whole band without drums), was 8%
 # 5: instrument only: players' expression on GM lines (vibrato, bends, swells) and strummed guitar chords
+# 6: half the synthesised singers are recorded voices resynthesised at the melody's f0 (train/speech.py)
 # 2: train/valid items draw their GM bank from a pool; no detuned pitch programs (`train data --generator 2`)
 SPLITS = ("train", "valid", "test")
 HOP_S = 0.01
@@ -152,10 +154,18 @@ def _sustained(rng, lo: int, hi: int, t0: float, t1: float):
     return notes
 
 # -- pitch ---------------------------------------------------------------------------------
+def _sing(rng, notes, dur: float, sex: str, version: int, split: str) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """A sung line: from version 6 half the time a recorded voice sung at the melody (train/speech.py; test splits
+    sing their own lyric lines), else the source-filter singer (train/sources.py)."""
+    if version >= 6 and rng.random() < 0.5:
+        return speech.sing(rng, notes, dur, sex, test=split == "test")
+    return src.sing(rng, notes, dur, sex)
+
+
 def gen_pitch(rng, kits: int = 0, version: int = 3, split: str = "train"):
     """Monophonic melodies with exact f0 labels; version 3 adds singers, plucks, tones and sines."""
     if version >= 3:
-        return gen_pitch_v3(rng)
+        return gen_pitch_v3(rng, version, split)
     return gen_pitch_gm(rng)
 
 
@@ -195,7 +205,7 @@ def gen_pitch_gm(rng, lo_hi: tuple[int, int] = (32, 91), fx: bool = False) -> tu
     return sc, dur, {"times": times, "f0": f0, "labels": [fam]}
 
 
-def gen_pitch_v3(rng):
+def gen_pitch_v3(rng, version: int = 3, split: str = "train"):
     """Singers, GM melodies (guitars and basses through amps), plucked strings, harmonic tones and pure
     sines, from E1 to C7."""
     dur = 8.0
@@ -207,7 +217,7 @@ def gen_pitch_v3(rng):
         sex = str(rng.choice(["male", "female"]))
         lo, hi = src.SINGER_RANGES[sex]
         notes = _melody(rng, lo, hi, rng.uniform(0.1, 0.6), dur - 0.3, rng.uniform(60, 160))
-        audio, f0, _ = src.sing(rng, notes, dur, sex)
+        audio, f0, _ = _sing(rng, notes, dur, sex, version, split)
         fx = (lambda x: src.vocal_chain(rng, x)) if rng.random() < 0.7 else None
         label = f"voice_{sex}"
     else:
@@ -240,7 +250,7 @@ def gen_onset(rng, kits: int = 0, version: int = 3, split: str = "train"):
     if rng.random() < 0.55:
         sex = str(rng.choice(["male", "female"]))
         notes = _melody(rng, *src.SINGER_RANGES[sex], rng.uniform(0, 1.0), dur - 0.5, tempo)
-        audio, _, ons = src.sing(rng, notes, dur, sex)
+        audio, _, ons = _sing(rng, notes, dur, sex, version, split)
         mix.parts.append(Part(audio=audio, fx=(lambda x: src.vocal_chain(rng, x)) if rng.random() < 0.6 else None))
     else:
         notes = _melody(rng, 28 if rng.random() < 0.3 else 40, 84, rng.uniform(0, 1.0), dur - 0.5, tempo * 2)
@@ -392,11 +402,11 @@ def gen_drums(rng, kits: int = 0, version: int = 3, split: str = "train"):
     if rng.random() < (0.25 if version >= 4 else 0.08):  # nothing to find: voice, guitar, GM melody, a band
         kind = rng.choice(["voice", "guitar", "gm", "band"] if version >= 4 else ["voice", "guitar", "gm"])
         if kind == "band":  # the accompaniment of a full-band item, with no kit under it
-            return _band(rng, Mix([]), dur, rng.uniform(70, 180)), dur, {"events": [], "labels": []}
+            return _band(rng, Mix([]), dur, rng.uniform(70, 180), version, split), dur, {"events": [], "labels": []}
         if kind == "voice":
             sex = str(rng.choice(["male", "female"]))
             line = _melody(rng, *src.SINGER_RANGES[sex], 0.2, dur - 0.3, rng.uniform(60, 160))
-            audio, _, _ = src.sing(rng, line, dur, sex)
+            audio, _, _ = _sing(rng, line, dur, sex, version, split)
             part = Part(audio=audio, fx=lambda x: src.vocal_chain(rng, x))
         elif kind == "guitar":
             audio, _ = src.pluck(rng, _melody(rng, 40, 84, 0.2, dur - 0.3, rng.uniform(80, 200)), dur)
@@ -417,10 +427,10 @@ def gen_drums(rng, kits: int = 0, version: int = 3, split: str = "train"):
     if rng.random() < 0.35:
         return kit, dur, a
     mix = Mix([Part(score=kit)] if isinstance(kit, Score) else list(kit.parts))
-    return _band(rng, mix, dur, tempo), dur, a
+    return _band(rng, mix, dur, tempo, version, split), dur, a
 
 
-def _band(rng, mix: Mix, dur: float, tempo: float) -> Mix:
+def _band(rng, mix: Mix, dur: float, tempo: float, version: int = 3, split: str = "train") -> Mix:
     """Bass, often chords (keys, organ, guitar through an amp), sometimes a singer, over ``mix``."""
     bass = _score_of(int(rng.choice(list(range(32, 40)))), _melody(rng, 28, 52, 0, dur - 0.3, tempo), rng, (50, 110))
     mix.parts.append(Part(score=bass, gain_db=float(rng.uniform(-10, 0)),
@@ -437,7 +447,7 @@ def _band(rng, mix: Mix, dur: float, tempo: float) -> Mix:
                               fx=(lambda x: src.amp_chain(rng, x, drive=rng.random() < 0.7)) if guitar else None))
     if rng.random() < 0.5:
         sex = str(rng.choice(["male", "female"]))
-        audio, _, _ = src.sing(rng, _melody(rng, *src.SINGER_RANGES[sex], 0.2, dur - 0.3, tempo), dur, sex)
+        audio, _, _ = _sing(rng, _melody(rng, *src.SINGER_RANGES[sex], 0.2, dur - 0.3, tempo), dur, sex, version, split)
         mix.parts.append(Part(audio=audio, gain_db=float(rng.uniform(-8, 2)), fx=lambda x: src.vocal_chain(rng, x)))
     if rng.random() < 0.6:
         mix.bus = lambda x: src.bus(rng, x)
@@ -507,7 +517,7 @@ def gen_instrument(rng, kits: int = 0, version: int = 3, split: str = "train"):
             lo, hi = src.SINGER_RANGES[sex]
             notes = (_melody(rng, lo, hi, rng.uniform(0, 0.3), dur - 0.1, rng.uniform(60, 160)) if rng.random() < 0.8
                      else _sustained(rng, lo, hi, rng.uniform(0, 0.3), dur - 0.1))
-            audio, _, _ = src.sing(rng, notes, dur, sex)
+            audio, _, _ = _sing(rng, notes, dur, sex, version, split)
             fx = (lambda x: src.vocal_chain(rng, x)) if rng.random() < 0.7 else None
             return Mix([Part(audio=audio, fx=fx)]), dur, {"family": fam, "labels": [fam]}
         if fam in ("guitar", "bass") and rng.random() < 0.3:
@@ -646,8 +656,8 @@ def write_dataset(task: str, split: str, minutes: float, seed: int, out: Path,
         raise UserError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
     if minutes <= 0:
         raise UserError("--minutes must be positive")
-    if version not in (2, 3, 4, 5):
-        raise UserError(f"unknown generator version {version} (2 to 5)")
+    if version not in (2, 3, 4, 5, 6):
+        raise UserError(f"unknown generator version {version} (2 to 6)")
     gm = [Path(soundfont)] if soundfont else gm_soundfonts(split)
     kits = extra_drum_kits(split) if GENERATORS[task] in KIT_GENERATORS and soundfont is None else []
     fonts = gm + kits

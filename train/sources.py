@@ -6,10 +6,11 @@ Each source returns audio at 16 kHz and, for pitched ones, the f0 it sounded (Hz
 the project's 10-ms frame grid, so pitch labels are exact by construction. Deterministic for a given
 numpy Generator.
 
-No library synthesises a singer with known f0 offline (WORLD/PSOLA resynthesis needs voiced
-recordings we may not ship), so the voice is a small additive source-filter model: a glottal
-harmonic series with spectral tilt, jitter and breath noise, shaped by vowel formants that move
-from syllable to syllable, with consonants (unvoiced noise, voiced nasals) between notes.
+The voice here is a small additive source-filter model: a glottal harmonic series with spectral
+tilt, jitter and breath noise, shaped by vowel formants that move from syllable to syllable, with
+consonants (unvoiced noise, voiced nasals) between notes. Models trained on it alone learn its
+timbre, not a voice's: generator 6 also sings with recorded voices (train/speech.py: Festival's
+voices resynthesised with WORLD at the melody's f0).
 """
 
 from __future__ import annotations
