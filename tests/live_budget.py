@@ -76,12 +76,18 @@ def main() -> int:
     cmd = [sys.executable, "-m", "edgemir", "run", "--no-display", "--jsonl", str(jsonl), "--tasks", a.tasks,
            "--duration", str(seconds), "--block", str(a.block)] + (["--models", str(a.models)] if a.models else [])
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = Path(f"/tmp/edgemir-budget-{os.getpid()}.log")  # edgemir's stderr, kept: what the run itself said
+    with log.open("w") as err_f:
+        p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=err_f, text=True)
     samples = []  # (wall, cpu, rss) of the edgemir processes, the worker's own rss and cpu
+    children: dict[int, tuple[float, float]] = {}  # capture process pid -> (first seen, last seen) wall time
     while p.poll() is None:
         time.sleep(1.0)
-        samples.append((time.perf_counter() - t0, *cpu_rss(tree(p.pid)), *cpu_rss([p.pid])[::-1]))
-    err = p.stderr.read()
+        now, pids = time.perf_counter() - t0, tree(p.pid)
+        for c in pids[1:]:
+            children[c] = (children.get(c, (now, now))[0], now)
+        samples.append((now, *cpu_rss(pids), *cpu_rss([p.pid])[::-1]))
+    err = log.read_text()
     pl.kill()
     j.terminate()
     j.wait()
@@ -106,7 +112,10 @@ def main() -> int:
               # the worker's peak RSS so far, every 30 s of wall time (when it rose)
               "peak_rss_worker_series": [(round(s[0]), round(s[3], 1)) for s in samples[::30]],
               "xruns": int(m.group(1)) if m else None, "gaps_s": float(m.group(2)) if m else None,
-              "summary": err.strip().splitlines()[-1] if err.strip() else "", "tasks": {}}
+              "summary": err.strip().splitlines()[-1] if err.strip() else "",
+              # each child process of the worker (the capture process; more than one = it was restarted)
+              "child_processes": [{"pid": c, "seen_s": [round(a), round(b)]} for c, (a, b) in children.items()],
+              "stderr_log": str(log), "tasks": {}}
     for task in a.tasks.split(","):
         lat = np.array([e["latency_ms"] for e in events if e["task"] == task and e["t"] >= first + a.warmup
                         and e.get("latency_ms") is not None])
@@ -116,7 +125,7 @@ def main() -> int:
     print(f"{a.minutes:g} min live, JACK dummy 48 kHz/256, block {a.block}: CPU {cpu_pct:.1f}% of one core "
           f"(worker {worker_pct:.1f}%, capture process {cpu_pct - worker_pct:.1f}%), "
           f"peak RSS {report['peak_rss_worker_mb']:.0f} MB (with the capture process {report['peak_rss_mb']:.0f}), "
-          f"xruns {report['xruns']}, gaps {report['gaps_s']} s")
+          f"xruns {report['xruns']}, gaps {report['gaps_s']} s, child processes {len(children)}; edgemir's log: {log}")
     for task, r in report["tasks"].items():
         print(f"  {task:<11} {r['events']:>6} events  latency p50 {r['latency_p50_ms']} ms  p99 {r['latency_p99_ms']} ms")
     if a.out:
