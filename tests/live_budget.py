@@ -5,8 +5,11 @@
 A JACK dummy server (48 kHz, 256-sample periods) is the capture device; a JACK client plays a clip (the demo
 by default) into edgemir's input in a loop; ``edgemir run --no-display`` runs all five tasks for the whole
 time and writes JSON lines. Reported, after the first ``--warmup`` seconds: CPU of the edgemir processes
-(the worker and its capture child) per second of audio, peak RSS, audio-to-event latency per task (p50,
-p99, from each event's ``latency_ms``), xruns and clock gaps (from edgemir's own summary).
+(the worker and its capture child) per second of audio, peak RSS (the worker's; summed with its children;
+and the proportional set size of all, which splits shared pages such as JACK's shared memory among the
+processes that map them: lower when other Python processes share torch's libraries), audio-to-event latency
+per task (p50, p99, from each event's ``latency_ms``), xruns and clock gaps (from edgemir's own summary).
+edgemir's stderr is kept in a log file, and the worker's child processes are listed.
 """
 
 from __future__ import annotations
@@ -29,16 +32,20 @@ from soak_outages import ENV, PLAYER, jackd  # noqa: E402  (the same JACK server
 
 
 def tree(pid: int) -> list[int]:
-    """The process and its descendants."""
+    """The process and its descendants, found by their parent ids in /proc (the per-thread ``children`` files
+    can miss a child: the kernel documents them as reliable only when the process is stopped; a capture process
+    missed that way once made edgemir's own figure look like all of the CPU)."""
+    parent: dict[int, int] = {}
+    for st in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent[int(st.parent.name)] = int(st.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
         out.append(p)
-        for t in Path(f"/proc/{p}/task").glob("*/children"):
-            try:
-                todo += [int(c) for c in t.read_text().split()]
-            except OSError:
-                pass
+        todo += [c for c, pp in parent.items() if pp == p]
     return out
 
 
@@ -55,6 +62,19 @@ def cpu_rss(pids: list[int]) -> tuple[float, float]:
         except (OSError, IndexError):
             pass
     return cpu, hwm
+
+
+def pss_mb(pids: list[int]) -> float:
+    """Summed proportional set size (shared pages divided among their users, e.g. JACK's shared memory that the
+    capture process maps) in MB: what the processes together take, unlike a sum of RSS."""
+    total = 0.0
+    for p in pids:
+        try:
+            m = re.search(r"^Pss:\s+(\d+) kB", Path(f"/proc/{p}/smaps_rollup").read_text(), re.M)
+            total += int(m.group(1)) / 1024 if m else 0
+        except OSError:
+            pass
+    return total
 
 
 def main() -> int:
@@ -86,7 +106,7 @@ def main() -> int:
         now, pids = time.perf_counter() - t0, tree(p.pid)
         for c in pids[1:]:
             children[c] = (children.get(c, (now, now))[0], now)
-        samples.append((now, *cpu_rss(pids), *cpu_rss([p.pid])[::-1]))
+        samples.append((now, *cpu_rss(pids), *cpu_rss([p.pid])[::-1], frozenset(pids), pss_mb(pids)))
     err = log.read_text()
     pl.kill()
     j.terminate()
@@ -101,7 +121,9 @@ def main() -> int:
     # audio started when the first event's audio time was reached: steady state is after the warm-up
     start_wall = next((s[0] for s in samples if s[0] > samples[0][0] + a.warmup), samples[0][0])
     w0 = min(samples, key=lambda s: abs(s[0] - start_wall))
-    w1 = samples[-2] if len(samples) > 2 else samples[-1]
+    # the last sample with every process of w0 still there (a capture process stopped at the end would take its
+    # CPU time out of the sum)
+    w1 = next((s for s in reversed(samples) if w0[5] <= s[5]), samples[-1])
     cpu_pct = 100 * (w1[1] - w0[1]) / max(w1[0] - w0[0], 1e-9)
     worker_pct = 100 * (w1[4] - w0[4]) / max(w1[0] - w0[0], 1e-9)
     report = {"machine": platform.machine(), "python": platform.python_version(), "minutes": a.minutes,
@@ -109,6 +131,7 @@ def main() -> int:
               "cpu_percent_of_one_core": round(cpu_pct, 2), "cpu_percent_worker": round(worker_pct, 2),
               "peak_rss_mb": round(max(s[2] for s in samples), 1),
               "peak_rss_worker_mb": round(max(s[3] for s in samples), 1),
+              "peak_pss_all_mb": round(max(s[6] for s in samples), 1),
               # the worker's peak RSS so far, every 30 s of wall time (when it rose)
               "peak_rss_worker_series": [(round(s[0]), round(s[3], 1)) for s in samples[::30]],
               "xruns": int(m.group(1)) if m else None, "gaps_s": float(m.group(2)) if m else None,
@@ -124,7 +147,8 @@ def main() -> int:
                                  "latency_p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None}
     print(f"{a.minutes:g} min live, JACK dummy 48 kHz/256, block {a.block}: CPU {cpu_pct:.1f}% of one core "
           f"(worker {worker_pct:.1f}%, capture process {cpu_pct - worker_pct:.1f}%), "
-          f"peak RSS {report['peak_rss_worker_mb']:.0f} MB (with the capture process {report['peak_rss_mb']:.0f}), "
+          f"peak RSS {report['peak_rss_worker_mb']:.0f} MB (summed with the capture process {report['peak_rss_mb']:.0f}, "
+          f"proportional set size of all {report['peak_pss_all_mb']:.0f}), "
           f"xruns {report['xruns']}, gaps {report['gaps_s']} s, child processes {len(children)}; edgemir's log: {log}")
     for task, r in report["tasks"].items():
         print(f"  {task:<11} {r['events']:>6} events  latency p50 {r['latency_p50_ms']} ms  p99 {r['latency_p99_ms']} ms")
