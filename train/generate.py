@@ -153,7 +153,6 @@ def _sustained(rng, lo: int, hi: int, t0: float, t1: float):
         t += d + rng.uniform(0.05, 0.5)
     return notes
 
-# -- pitch ---------------------------------------------------------------------------------
 def _sing(rng, notes, dur: float, sex: str, version: int, split: str) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """A sung line: from version 6 half the time a recorded voice sung at the melody (train/speech.py; test splits
     sing their own lyric lines), else the source-filter singer (train/sources.py)."""
@@ -162,6 +161,7 @@ def _sing(rng, notes, dur: float, sex: str, version: int, split: str) -> tuple[n
     return src.sing(rng, notes, dur, sex)
 
 
+# -- pitch ---------------------------------------------------------------------------------
 def gen_pitch(rng, kits: int = 0, version: int = 3, split: str = "train"):
     """Monophonic melodies with exact f0 labels; version 3 adds singers, plucks, tones and sines."""
     if version >= 3:

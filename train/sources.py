@@ -72,6 +72,21 @@ def _formant_gain(freqs: np.ndarray, formants: np.ndarray, bw: np.ndarray) -> np
     return g
 
 
+def sung_cents(rng: np.random.Generator, m: float, tt: np.ndarray, legato_from: float | None, vib_rate: float,
+               vib_depth: float) -> np.ndarray:
+    """A sung note's pitch (cents re A4) at times ``tt`` into it: from ``legato_from`` (the previous note, when
+    legato) often a portamento, else sometimes a scoop up into the note; vibrato after a delay."""
+    c = np.full(len(tt), 100.0 * (m - 69))
+    if legato_from is not None and rng.random() < 0.7:  # portamento from the previous note
+        g = rng.uniform(0.03, 0.15)
+        c += np.where(tt < g, (legato_from - m) * 100 * (1 - tt / g), 0.0)
+    elif rng.random() < 0.4:  # scoop up into the note
+        g, depth = rng.uniform(0.04, 0.12), rng.uniform(30, 150)
+        c -= np.where(tt < g, depth * (1 - tt / g), 0.0)
+    ramp = np.clip((tt - rng.uniform(0.1, 0.4)) / 0.2, 0, 1)
+    return c + vib_depth * ramp * np.sin(2 * np.pi * vib_rate * tt + rng.uniform(0, 2 * np.pi))
+
+
 def sing(rng: np.random.Generator, notes: list[tuple[float, float, float]], dur: float,
          sex: str | None = None) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """A sung line: notes (midi, start, end) -> (audio, f0 per 10-ms frame, onset times).
@@ -96,18 +111,9 @@ def sing(rng: np.random.Generator, notes: list[tuple[float, float, float]], dur:
         ka, kb = int(a * SR / CTRL), min(int(b * SR / CTRL), nc)
         if kb - ka < 4:
             continue
-        c = np.full(kb - ka, 100.0 * (m - 69))  # cents re A4
         tt = tc[ka:kb] - a
         legato = prev_pitch is not None and a - prev_end < 0.06
-        if legato and rng.random() < 0.7:  # portamento from the previous note
-            g = rng.uniform(0.03, 0.15)
-            c += np.where(tt < g, (prev_pitch - m) * 100 * (1 - tt / g), 0.0)
-        elif rng.random() < 0.4:  # scoop up into the note
-            g, depth = rng.uniform(0.04, 0.12), rng.uniform(30, 150)
-            c -= np.where(tt < g, depth * (1 - tt / g), 0.0)
-        delay = rng.uniform(0.1, 0.4)
-        ramp = np.clip((tt - delay) / 0.2, 0, 1)
-        c += vib_depth * ramp * np.sin(2 * np.pi * vib_rate * tt + rng.uniform(0, 2 * np.pi))
+        c = sung_cents(rng, m, tt, prev_pitch if legato else None, vib_rate, vib_depth)
         cents[ka:kb] = c
         att, rel = rng.uniform(0.02, 0.08), rng.uniform(0.03, 0.1)
         env = np.minimum(1.0, tt / att) * np.clip((b - a - tt) / rel, 0, 1)

@@ -22,6 +22,7 @@ from scipy import signal
 
 from edgemir.errors import UserError
 from edgemir.labels import SAMPLE_RATE
+from train import sources as src
 
 SR = SAMPLE_RATE
 FRAME_MS = 5.0  # WORLD's frame period
@@ -158,16 +159,7 @@ def sing(rng: np.random.Generator, notes: list[tuple[float, float, float]], dur:
             onsets.append(kc * fr)
         else:
             onsets.append(t0)
-        tt = np.arange(kb - ka) * fr
-        c = np.full(kb - ka, 100.0 * (m - 69))
-        if legato and rng.random() < 0.7:
-            g = rng.uniform(0.03, 0.15)
-            c += np.where(tt < g, (prev_pitch - m) * 100 * (1 - tt / g), 0.0)
-        elif rng.random() < 0.4:
-            g, depth = rng.uniform(0.04, 0.12), rng.uniform(30, 150)
-            c -= np.where(tt < g, depth * (1 - tt / g), 0.0)
-        ramp = np.clip((tt - rng.uniform(0.1, 0.4)) / 0.2, 0, 1)
-        c += vib_depth * ramp * np.sin(2 * np.pi * vib_rate * tt + rng.uniform(0, 2 * np.pi))
+        c = src.sung_cents(rng, m, np.arange(kb - ka) * fr, prev_pitch if legato else None, vib_rate, vib_depth)
         f0[ka:kb] = 440.0 * 2 ** (c / 1200)
         # the syllable's voiced frames spread over the note; its level shaped by a release at the end
         sp[ka:kb] = _stretch(a["sp"][s:e], kb - ka)
