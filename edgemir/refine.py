@@ -207,18 +207,26 @@ class PitchRefiner:
         unvoiced or above ``sub_max_hz`` (the 4th harmonic of C4: the strings whose bodies radiate a weak
         fundamental are the low ones); in between, over consecutive frames of a note, the last reading holds (the
         same for any block size)."""
-        m = np.ones(len(cents), np.int64)
+        # which frames read (the choice never depends on a reading), then all their readings in one pass
+        reads, src = [], np.full(len(cents), -1)  # src: the reading a frame takes (-1: none, -2: the last one)
         for i, (c, v) in enumerate(zip(cents.tolist(), voicing.tolist())):
             f = PITCH_FMIN * 2 ** (c / 1200)
             if v < 0.3 or not self.floor_hz * DIVISORS[-1] <= f <= self.sub_max_hz:
                 self.sub_at = math.inf  # the note is interrupted: read again at the next frame
                 continue
             if abs(c - self.sub_at) > 50 or self.sub_age >= self.recheck:
-                self.sub_m = int(subharmonic(pair[2 * i:2 * i + 1], pair[2 * i + 1:2 * i + 2], np.array([f]),
-                                             self.floor_hz)[0])
+                reads.append(i)
                 self.sub_at, self.sub_age = c, 0
             self.sub_age += 1
-            m[i] = self.sub_m
+            src[i] = len(reads) - 1 if reads else -2
+        m = np.ones(len(cents), np.int64)
+        if reads:
+            r = np.asarray(reads)
+            got = subharmonic(pair[2 * r], pair[2 * r + 1], PITCH_FMIN * 2 ** (cents[r] / 1200), self.floor_hz)
+        m[src == -2] = self.sub_m
+        if reads:
+            m[src >= 0] = got[src[src >= 0]]
+            self.sub_m = int(got[-1])
         return m
 
     def add(self, cspec: torch.Tensor) -> None:
