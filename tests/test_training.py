@@ -218,6 +218,34 @@ def test_lottery_starts_from_a_fit_run(tiny_data, tmp_path):
         assert read_card(tmp_path / "lt" / "bundles" / rd["bundle"])["frontend"]["n_fft"] == 1024
 
 
+def test_lottery_continues_a_trimmed_bundles_lineage(tiny_data, tmp_path):
+    """``--init-from BUNDLE.ts``: round 0 is the bundle itself (its weights, as the teacher too), and fractions
+    removed, the width floor and --target stay relative to the dense parent the bundle was trimmed from."""
+    from edgemir.bundle import load_bundle
+
+    data = str(tiny_data("drums"))
+    first = [sys.executable, "-m", "train", "lottery", "--task", "drums", "--data", data, "--width", "0.25",
+             "--rate", "0.3", "--distill", "0.5", "--min-keep", "0.1", *FAST]
+    assert run_cli(first + ["--out", str(tmp_path / "a"), "--rounds", "1"]).returncode == 0
+    parent = tmp_path / "a" / "bundles" / "drums-trim-r01.ts"
+    card = load_bundle(parent).card
+    more = first + ["--reset", "finetune", "--init-from", str(parent), "--target", "0.6", "--rounds", "3"]
+    r = run_cli(more + ["--out", str(tmp_path / "b")])
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    rounds = json.loads((tmp_path / "b" / "rounds.json").read_text())["rounds"]
+    assert rounds[0]["params"] == card["params"] and rounds[0]["fraction_removed"] == card["fraction_removed"]
+    assert rounds[0]["dense_fit"]["bundle"] == str(parent)
+    assert rounds[-1]["fraction_removed"] >= 0.6 - 1e-3 and rounds[-1]["params"] < card["params"]
+    later = load_bundle(tmp_path / "b" / "bundles" / rounds[-1]["bundle"]).card
+    assert later["dense_params"] == card["dense_params"]
+    for bad, why in ((["--width", "0.5"], b"dense parent"), (["--reset", "rewind"], b"finetune")):
+        r = run_cli(more + ["--out", str(tmp_path / "bad")] + bad)
+        assert r.returncode != 0 and why in r.stderr and b"Traceback" not in r.stderr, r.stderr.decode()[-800:]
+    r = run_cli([*more[:-6], "--task", "onset", "--init-from", str(parent), "--rounds", "1", "--out",
+                 str(tmp_path / "bad2")])
+    assert r.returncode != 0 and b"a drums bundle" in r.stderr and b"Traceback" not in r.stderr
+
+
 def test_an_interrupted_fit_resumes_to_the_same_weights(tiny_data, tmp_path, monkeypatch):
     """A fit killed after epoch 2 and run again ends with the weights of an uninterrupted fit."""
     import train.fit as fit

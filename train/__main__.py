@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--target", type=float, default=0.0,
                     help="stop at the round that removes this fraction of the dense parameters, landing on it "
                          "(0: run all --rounds)")
-    lt.add_argument("--init-from", type=Path, help="a finished `train fit` run to use as round 0 (same settings)")
+    lt.add_argument("--init-from", type=Path,
+                    help="a finished `train fit` run to use as round 0 (same settings), or a trimmed bundle (.ts) "
+                         "whose trimming to continue (--mode trim --reset finetune)")
 
     for sp in (f, lt):
         sp.add_argument("--steps", type=int, default=150, help="batches per epoch")

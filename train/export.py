@@ -147,23 +147,33 @@ def amend_card(path: Path, changes: dict[str, str], reason: str) -> dict:
     return card
 
 
+def rebuilt(path: Path) -> tuple[torch.jit.ScriptModule, dict, TaskModel]:
+    """A bundle's scripted module, its card, and its network rebuilt as a trainable ``TaskModel`` from the
+    card's architecture and the bundle's own weights (checked against the card's sha256)."""
+    from train.nets import NetConfig
+
+    extra = {CARD_NAME: ""}
+    try:
+        old = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        card = json.loads(extra[CARD_NAME])
+    except (OSError, RuntimeError, ValueError) as e:
+        raise UserError(f"{path}: not a readable bundle ({e})") from None
+    if weights_sha256(old) != card.get("weights_sha256"):
+        raise UserError(f"{path}: weights do not match the card's sha256; not using a damaged bundle")
+    fr = Framing.from_card(card.get("frontend"))  # cards before framings have no framing in the architecture
+    net = FrameNet(NetConfig(**{**card["architecture"], "n_fft": fr.n_fft, "right": fr.right}))
+    model = task_model(card["task"], net)
+    model.load_state_dict(old.state_dict())
+    return old, card, model.eval()
+
+
 def upgrade(path: Path) -> dict:
     """Bring an older bundle (format 1: only its weights sealed; 2: no ``step``) to the current format:
     the network is rebuilt from the card's architecture with the bundle's own weights, checked to give
     the old module's outputs, and saved with the same card (format, seal, bytes and per-hop latency
     re-measured): also how a bundle gets the current streaming code."""
-    from train.nets import FrameNet, NetConfig
-
-    extra = {CARD_NAME: ""}
-    old = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    card = json.loads(extra[CARD_NAME])
-    if weights_sha256(old) != card.get("weights_sha256"):
-        raise UserError(f"{path}: weights do not match the card's sha256; not upgrading a damaged bundle")
-    fr = Framing.from_card(card.get("frontend"))  # cards before framings have no framing in the architecture
-    net = FrameNet(NetConfig(**{**card["architecture"], "n_fft": fr.n_fft, "right": fr.right}))
-    model = task_model(card["task"], net)
-    model.load_state_dict(old.state_dict())
-    model.eval()
+    old, card, model = rebuilt(path)
+    fr = Framing.from_card(card.get("frontend"))
     spec = torch.rand(3 * int(card["receptive_field"]) + 20, fr.n_bins)
     with torch.no_grad():
         f = old.features(spec).unsqueeze(0)

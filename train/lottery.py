@@ -22,9 +22,9 @@ from edgemir.errors import UserError
 from edgemir.frontend import CENTRED, Framing
 from edgemir.tasks import HEADLINE, REGISTRY
 from train.dataset import Batcher
-from train.export import export
+from train.export import export, rebuilt
 from train.fit import apply_masks, fit_framing, load_data, seed_all, train_epochs, tune_and_score
-from train.nets import FrameNet, NetConfig, build, count_nonzero, count_params
+from train.nets import FrameNet, NetConfig, build, count_nonzero, count_params, net_framing
 from train.sweep import run_name
 from train.trim import (
     apply_plan,
@@ -178,11 +178,36 @@ class LotteryRun:
         return net, rewind, {"best_epoch": m.get("best_epoch"), "fit_seconds": float(m.get("train_seconds", 0)),
                              "dense_fit": parent}
 
+    def from_bundle(self, path: Path) -> tuple[FrameNet, dict, dict]:
+        """Round 0 from a trimmed bundle (its lineage continued): its network and weights are the starting
+        point, the teacher of ``--distill`` and the rewind point; fractions removed, ``--target`` and
+        ``--min-keep`` stay relative to the dense parent the bundle was trimmed from (the task's full-width
+        network, as its card records)."""
+        a = self.a
+        if a.mode != "trim" or a.reset != "finetune":
+            raise UserError("--init-from a bundle continues its trimming: it needs --mode trim --reset finetune")
+        _, card, model = rebuilt(path)
+        if card["task"] != a.task:
+            raise UserError(f"{path}: a {card['task']} bundle, not {a.task}")
+        net = model.net
+        full = build(a.task, a.width, int(net.cfg_dict["lookahead"]), net_framing(net))
+        if card.get("dense_params") != count_params(full):
+            raise UserError(f"{path}: its card's dense parent had {card.get('dense_params')} parameters, the "
+                            f"{a.task} network at --width {a.width:g} has {count_params(full)}")
+        state = copy.deepcopy(net.state_dict())
+        parent = {"bundle": str(path), "fraction_removed": card.get("fraction_removed"),
+                  "round": card.get("round"), "weights_sha256": card.get("weights_sha256")}
+        return net, state, {"best_epoch": None, "fit_seconds": float(card.get("train_seconds", 0)),
+                            "dense_fit": parent, "dense_params": int(card["dense_params"]),
+                            "dense_widths": dense_widths(full)}
+
     def framing(self, st: dict | None) -> Framing:
         """The spectra the run's nets read: a resumed run's, its ``train fit`` parent's, or the task spec's."""
         if st is not None:
             return Framing(int(st["cfg"].get("n_fft", CENTRED.n_fft)), int(st["cfg"].get("right", CENTRED.right)))
         if getattr(self.a, "init_from", None):
+            if Path(self.a.init_from).suffix == ".ts":  # (also checks the bundle before the data loads)
+                return net_framing(self.from_bundle(Path(self.a.init_from))[0])
             try:
                 return fit_framing(json.loads((Path(self.a.init_from) / "metrics.json").read_text()).get("settings", {}))
             except (OSError, ValueError):
@@ -222,7 +247,10 @@ class LotteryRun:
         data = load_data(a.task, a.data, a.limit, self.framing(st))
         if st is None:
             t0 = time.time()
-            if getattr(a, "init_from", None):
+            if getattr(a, "init_from", None) and Path(a.init_from).suffix == ".ts":
+                net, rewind, info = self.from_bundle(Path(a.init_from))
+                t0 -= info["fit_seconds"]
+            elif getattr(a, "init_from", None):
                 net, rewind, info = self.dense_from_fit(Path(a.init_from))
                 t0 -= info["fit_seconds"]  # the card's training time counts the fit
             else:
@@ -234,11 +262,13 @@ class LotteryRun:
                 rewind = info["saved"].get(a.rewind_epoch, init if a.rewind_epoch == 0 else net.state_dict())
             st = {"settings": self.settings(), "round": 0, "cfg": copy.deepcopy(net.cfg_dict),
                   "net": net.state_dict(), "rewind": rewind, "rewind_cfg": copy.deepcopy(net.cfg_dict),
-                  "masks": None, "dense_params": None, "dense_widths": dense_widths(net), "results": [],
+                  "masks": None, "dense_params": info.get("dense_params"),
+                  "dense_widths": info.get("dense_widths") or dense_widths(net), "results": [],
                   "dense": {"cfg": copy.deepcopy(net.cfg_dict), "state": copy.deepcopy(net.state_dict())}}
             self.record(st, net, 0, data, info, t0)
-            st["dense_params"] = st["results"][0]["params"]
-            st["results"][0]["remaining"] = 1.0
+            if st["dense_params"] is None:
+                st["dense_params"] = st["results"][0]["params"]
+                st["results"][0]["remaining"] = 1.0
             self.save(st)
         teacher = dense_teacher(st) if a.distill else None
         for rnd in range(st["round"] + 1, a.rounds + 1):
