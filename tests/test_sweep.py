@@ -120,3 +120,35 @@ def test_results_commands_reproduce_min_keep_retune_and_rescore():
     md = results_markdown([{**row, "dense_fit": parent}])
     assert "python -m train fit --task drums --data data/drums --out runs/d-fit --epochs 40 --steps 100" in md
     assert "--init-from runs/d-fit" in md
+
+
+def test_a_continued_lineage_keeps_its_dense_parent_and_shows_what_it_continued():
+    """``train lottery --init-from BUNDLE.ts`` then ``train ship``: round 0 is the bundle shipped before, so the
+    row keeps the lineage's dense parent, shows the continued bundle as a step of its own, and both lottery
+    commands."""
+    from train.ship import continued, results_markdown
+
+    def rnd(k, removed, test):
+        return {**_round(k, removed, test), "flops_per_second": 1e6, "latency_ms_p50": 0.1}
+
+    settings = {"task": "pitch", "mode": "trim", "criterion": "batchnorm", "scope": "global", "reset": "finetune",
+                "rounds": 5, "rate": 0.44, "rewind_epoch": 1, "epochs": 4, "steps": 100, "width": 1.0, "seed": 0}
+    parent = {"run": "runs/p-fit", "epochs": 8, "steps": 100, "best_epoch": 8}
+    before = {"task": "pitch", "run": "runs/p", "settings": settings, "commit": "abc", "dense": rnd(0, 0.0, 0.81),
+              "shipped": rnd(4, 0.844, 0.928), "dev_real_dense": {"rpa": 0.85}, "dense_fit": parent}
+    start = {"bundle": "edgemir/models/pitch.ts", "fraction_removed": 0.844, "round": 4}
+    row = {"task": "pitch", "run": "runs/q", "settings": {**settings, "rounds": 3, "distill": 1.0},
+           "dense": {**rnd(0, 0.844, 0.928), "dense_fit": start}, "shipped": rnd(2, 0.903, 0.924),
+           "dev_real_dense": {"rpa": 0.918}, "dev_real_shipped": {"rpa": 0.917}, "within_1pt": True,
+           "removed_90": True, "analyze_test": None, "dense_fit": None}
+    row = continued(row, before)
+    assert row["dense"]["fraction_removed"] == 0.0 and row["dev_real_dense"] == {"rpa": 0.85}
+    assert row["continued"]["round"]["fraction_removed"] == 0.844 and row["continued"]["dev_real"] == {"rpa": 0.918}
+    md = results_markdown([row])
+    assert "| pitch (rpa) | continued r0 | 84.4% |" in md and "| pitch (rpa) | dense r0 | 0.0% |" in md
+    assert "--out runs/p --mode trim" in md and "--init-from runs/p-fit  # commit abc" in md
+    assert "--out runs/q --mode trim" in md and "--distill 1.0" in md
+    assert "--init-from edgemir/models/pitch.ts" in md
+    with pytest.raises(UserError):  # a bundle SHIPPED.json does not record
+        continued(row | {"dense": {**rnd(0, 0.5, 0.9), "dense_fit": start}}, before)
+    assert continued({**row, "dense": rnd(0, 0.0, 0.8)}, before)["dense"]["test"] == 0.8  # a plain run: as is

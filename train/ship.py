@@ -96,9 +96,28 @@ def _train_banks(folder: Path) -> list[str]:
     return json.loads(m.read_text()).get("soundfonts", []) if m.is_file() else []
 
 
+def continued(row: dict, before: dict | None) -> dict:
+    """A run that continued the trimming of a shipped bundle (``train lottery --init-from BUNDLE.ts``): its
+    round 0 is that bundle, not a dense net. The row keeps the lineage's dense parent as recorded when it
+    was first shipped, and the bundle it continued as ``continued`` (the rule's reference, by ``pick``)."""
+    start = row["dense"].get("dense_fit") or {}
+    if "bundle" not in start:
+        return row
+    if before is None or before["shipped"].get("params") != row["dense"]["params"]:
+        raise UserError(f"{row['run']}: continues {start['bundle']}, which SHIPPED.json does not record as the "
+                        f"shipped {row['task']} bundle; ship from the run that made it")
+    lineage = [*before.get("lineage", []), {**{k: before.get(k) for k in ("run", "settings", "commit", "dense_fit")},
+                                             "init_from": ((before.get("continued") or {}).get("from") or {}).get("bundle")}]
+    return {**row, "continued": {"round": row["dense"], "dev_real": row["dev_real_dense"], "from": start},
+            "dense": before["dense"], "dev_real_dense": before["dev_real_dense"],
+            "dense_fit": before.get("dense_fit"), "lineage": lineage}
+
+
 def ship_command(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    shipped = out / "SHIPPED.json"
+    before = {r["task"]: r for r in json.loads(shipped.read_text())} if shipped.is_file() else {}
     rows = []
     for run_dir in args.runs:
         run = load_run(run_dir)
@@ -128,17 +147,16 @@ def ship_command(args) -> None:
                      "dev_real_rounds": {str(k): v for k, v in dev_scores.items()},
                      "dev_real_dense": analyzed_scores(task, dense_path, Path(args.dev_real) / task),
                      "dev_real_shipped": analyzed_scores(task, dst, Path(args.dev_real) / task)})
-    shipped = out / "SHIPPED.json"
+        rows[-1] = continued(rows[-1], before.get(task))
     named = {r["task"] for r in rows}
     refresh = {t for t in (args.refresh or "").split(",") if t}
     if refresh & named:
         raise UserError(f"--refresh {', '.join(sorted(refresh & named))}: shipped from a run now, nothing to refresh")
     if not rows and not refresh:
         raise UserError("give lottery runs to ship, or --refresh TASKS")
-    if shipped.is_file():  # keep the rows of tasks not re-shipped now (their bundles stay as they are)
-        kept = json.loads(shipped.read_text())
-        rows += [refreshed(r, out / f"{r['task']}.ts", args) if r["task"] in refresh else r
-                 for r in kept if r["task"] not in named and (out / f"{r['task']}.ts").is_file()]
+    # keep the rows of tasks not re-shipped now (their bundles stay as they are)
+    rows += [refreshed(r, out / f"{r['task']}.ts", args) if r["task"] in refresh else r
+             for r in before.values() if r["task"] not in named and (out / f"{r['task']}.ts").is_file()]
     rows = [_card_figures(r, out / f"{r['task']}.ts") for r in rows]
     rows.sort(key=lambda r: r["task"])
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
@@ -190,6 +208,17 @@ def _fmt_dev(d: dict | None, task: str) -> str:
     return f"{d[HEADLINE[task]]:.3f}"
 
 
+def _lottery_line(run: str, s: dict, fit: dict | None, bundle: str | None = None) -> str:
+    start = bundle or (fit and fit["run"])
+    return (f"python -m train lottery --task {s['task']} --data data/{s['task']} --out {run} --mode {s['mode']} "
+            f"--criterion {s['criterion']} --scope {s['scope']} --reset {s['reset']} --rounds {s['rounds']} "
+            f"--rate {s['rate']} --rewind-epoch {s['rewind_epoch']} --epochs {s['epochs']} --steps {s['steps']} "
+            f"--width {s['width']} --seed {s['seed']}" + (f" --min-keep {s['min_keep']}" if s.get("min_keep") else "")
+            + (f" --distill {s['distill']}" if s.get("distill") else "")
+            + (f" --target {s['target']}" if s.get("target") else "")
+            + (f" --init-from {start}" if start else ""))
+
+
 def results_markdown(rows: list[dict]) -> str:
     L = ["# Results: dense vs shipped bundles", "",
          "Scores: cross-soundfont test split (rendered with TimGM6mb; training banks per task below) "
@@ -209,7 +238,10 @@ def results_markdown(rows: list[dict]) -> str:
          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         t = r["task"]
-        for name, row, dev in (("dense", r["dense"], r["dev_real_dense"]), ("shipped", r["shipped"], r["dev_real_shipped"])):
+        steps = [("dense", r["dense"], r["dev_real_dense"])]
+        if r.get("continued"):  # the shipped bundle whose trimming this run continued
+            steps.append(("continued", r["continued"]["round"], r["continued"]["dev_real"]))
+        for name, row, dev in [*steps, ("shipped", r["shipped"], r["dev_real_shipped"])]:
             target = ""
             if name == "shipped":
                 target = ("met" if r["within_1pt"] and r["removed_90"] else
@@ -232,19 +264,18 @@ def results_markdown(rows: list[dict]) -> str:
         L += ["", "## Notes", "", *(f"- {', '.join(tasks)}: {note}" for note, tasks in notes.items())]
     L += ["", "## Commands", "", "Each run at the commit that trained its shipped round.", "", "```"]
     for r in rows:
-        s = r["settings"]
         L.append(f"# {r['task']}: commit {r.get('commit', 'unknown')}")
         fit = r.get("dense_fit")
         if fit:
+            s = r["settings"]
             L.append(f"python -m train fit --task {s['task']} --data data/{s['task']} --out {fit['run']} "
                      f"--epochs {fit['epochs']} --steps {fit['steps']} --width {s['width']} --seed {s['seed']}")
-        L.append(f"python -m train lottery --task {s['task']} --data data/{s['task']} --out {r['run']} --mode {s['mode']} "
-                 f"--criterion {s['criterion']} --scope {s['scope']} --reset {s['reset']} --rounds {s['rounds']} "
-                 f"--rate {s['rate']} --rewind-epoch {s['rewind_epoch']} --epochs {s['epochs']} --steps {s['steps']} "
-                 f"--width {s['width']} --seed {s['seed']}" + (f" --min-keep {s['min_keep']}" if s.get("min_keep") else "")
-                 + (f" --distill {s['distill']}" if s.get("distill") else "")
-                 + (f" --target {s['target']}" if s.get("target") else "")
-                 + (f" --init-from {fit['run']}" if fit else ""))
+        for step in r.get("lineage", []):  # the runs whose shipped bundle the next one continued
+            line = _lottery_line(step["run"], step["settings"], step.get("dense_fit"), step.get("init_from"))
+            L.append(f"{line}  # commit {step.get('commit')}")
+        cont = (r.get("continued") or {}).get("from")
+        L.append(_lottery_line(r["run"], r["settings"], None if cont else fit, cont and cont["bundle"]))
+        s = r["settings"]
         if r.get("rescored"):
             L.append(f"python -m train rescore {r['run']} --data data/{s['task']} --reason '...'")
         plain = [b for b in r.get("retuned", []) if b not in r.get("aligned", [])]
