@@ -40,7 +40,7 @@ class Task:
     decoder: type[Decoder]
     grid: tuple[dict, ...]  # decoder settings tried when a model is tuned (train/fit.py)
     headline: str  # the key of the mir_eval summary that ranks models
-    tune: str  # the key decoder settings are tuned for (the headline unless it ignores a setting)
+    tune: str  # the key decoder settings are tuned for (the headline, unless it ignores a setting or misjudges one)
     loss: str  # "salience" (20-cent salience + voicing), "bce" (per-class events), "ce" (one class per frame)
     osc: str  # OSC address of its events
     # edgemir.toml [thresholds] key -> (decoder argument, conversion, check, what the check wants)
@@ -92,7 +92,7 @@ REGISTRY: dict[str, Task] = {t.name: t for t in (
          {"chord_min_frames": ("min_frames", int, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")}),
     Task("drums", "events", ".drums", DRUM_CLASSES, "sigmoid", _MEL80, DrumDecoder,
          tuple({"thresholds": (t,) * len(DRUM_CLASSES), "window": w} for w in WINDOWS for t in THRESHOLDS),
-         "mean_f", "mean_f", "bce", "/edgemir/drum", {"drums": ("thresholds", _floats, *_per_class(DRUM_CLASSES))},
+         "mean_f", "pooled_mean_f", "bce", "/edgemir/drum", {"drums": ("thresholds", _floats, *_per_class(DRUM_CLASSES))},
          live_block=1,
          per_class_thresholds=True),
     Task("instrument", "label", ".label", FAMILIES, "softmax", {"kind": "mel", "n_mels": 64}, InstrumentDecoder,

@@ -75,6 +75,22 @@ def test_drums_per_class_and_instrument_accuracy():
     assert agg["accuracy"] == 0.5 and 0 < agg["macro_f1"] < 1
 
 
+def test_drums_are_tuned_on_pooled_f_where_one_false_hit_counts_once():
+    """A split with a drum-free item: one false kick there costs that item's whole kick F in the item mean (1 -> 0),
+    so thresholds tuned on it go to the top; pooled over the split it is one false hit among many."""
+    kit = {"kick": np.arange(0.5, 10, 0.5), "snare": np.arange(0.75, 10, 1.0), "hihat": np.arange(0.5, 10, 0.25)}
+    quiet, one_false = {c: np.array([]) for c in DRUM_CLASSES}, {**{c: np.array([]) for c in DRUM_CLASSES},
+                                                                 "kick": np.array([2.0])}
+    missed = {**kit, "kick": kit["kick"][::2]}  # a high threshold: half the kicks, and silence on the voice
+    low = metrics.aggregate("drums", {"kit": metrics.event_scores(kit, kit, DRUM_CLASSES),
+                                      "voice": metrics.event_scores(quiet, one_false, DRUM_CLASSES)})
+    high = metrics.aggregate("drums", {"kit": metrics.event_scores(kit, missed, DRUM_CLASSES),
+                                       "voice": metrics.event_scores(quiet, quiet, DRUM_CLASSES)})
+    assert low["kick"] == 0.5 and high["kick"] > 0.8  # the item mean prefers missing half the kicks
+    assert low["kick_pooled_f"] == 2 * 19 / (19 + 20) > high["kick_pooled_f"] == 2 * 10 / (19 + 10)
+    assert low["pooled_mean_f"] > high["pooled_mean_f"] and REGISTRY["drums"].tune == "pooled_mean_f"
+
+
 def test_an_unknown_instrument_estimate_is_a_wrong_answer_not_an_error(tmp_path):
     ref, est = tmp_path / "ref", tmp_path / "est"
     ref.mkdir()

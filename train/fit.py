@@ -155,6 +155,11 @@ def tune_and_score(task: str, net: FrameNet, items: list[Item], decoder: dict | 
     return tune_on(task, run_probs(task, net, items), decoder)
 
 
+def class_key(task: str, c: str) -> str:
+    """The summary key of class ``c``'s score in the task's tuning objective (pooled or item mean)."""
+    return f"{c}_pooled_f" if REGISTRY[task].tune == "pooled_mean_f" else c
+
+
 def tune_on(task: str, recs: list, decoder: dict | None = None) -> tuple[dict, dict]:
     """Best decoder settings (by the spec's ``tune`` key) for recorded engine outputs, and their summary."""
     grid = [decoder] if decoder is not None else decoder_grid(task)
@@ -164,7 +169,7 @@ def tune_on(task: str, recs: list, decoder: dict | None = None) -> tuple[dict, d
         # each class's F depends on its own threshold only: take the best one per class (per window)
         for w in sorted({kw.get("window", 2) for kw, _ in tried}):
             same = [r for r in tried if r[0].get("window", 2) == w]
-            per_class = tuple(max(same, key=lambda r, c=c: r[1][c])[0]["thresholds"][i]
+            per_class = tuple(max(same, key=lambda r, c=c: r[1][class_key(task, c)])[0]["thresholds"][i]
                               for i, c in enumerate(classes))
             kw = {"thresholds": per_class, "window": w}
             tried.append((kw, score(task, recs, kw)))

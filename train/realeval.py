@@ -158,7 +158,8 @@ def markdown(report: dict) -> str:
             name = Path(r["bundle"]).name
             rows = [("**all**", r["summary"])] + list(r["categories"].items())
             for cat, sc in rows:
-                other = ", ".join(f"{k} {_fmt(v)}" for k, v in sc.items() if k not in (key, "items"))
+                other = ", ".join(f"{k} {_fmt(v)}" for k, v in sc.items()
+                                  if k not in (key, "items") and not k.endswith("_pooled_f"))
                 lines.append(f"| {name} | {cat} | {sc.get('items', '')} | {_fmt(sc.get(key))} | {other} |")
             if "confusion" in r:
                 labs = r["confusion"]["labels"]
