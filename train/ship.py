@@ -96,6 +96,15 @@ def _train_banks(folder: Path) -> list[str]:
     return json.loads(m.read_text()).get("soundfonts", []) if m.is_file() else []
 
 
+def check_continued(run: str, task: str, dense: dict, before: dict | None) -> None:
+    """A continued run's round 0 must be the bundle that SHIPPED.json records for its task (checked before
+    anything is copied)."""
+    start = dense.get("dense_fit") or {}
+    if "bundle" in start and (before is None or before["shipped"].get("params") != dense["params"]):
+        raise UserError(f"{run}: continues {start['bundle']}, which SHIPPED.json does not record as the "
+                        f"shipped {task} bundle; ship from the run that made it")
+
+
 def continued(row: dict, before: dict | None) -> dict:
     """A run that continued the trimming of a shipped bundle (``train lottery --init-from BUNDLE.ts``): its
     round 0 is that bundle, not a dense net. The row keeps the lineage's dense parent as recorded when it
@@ -103,9 +112,7 @@ def continued(row: dict, before: dict | None) -> dict:
     start = row["dense"].get("dense_fit") or {}
     if "bundle" not in start:
         return row
-    if before is None or before["shipped"].get("params") != row["dense"]["params"]:
-        raise UserError(f"{row['run']}: continues {start['bundle']}, which SHIPPED.json does not record as the "
-                        f"shipped {row['task']} bundle; ship from the run that made it")
+    check_continued(row["run"], row["task"], row["dense"], before)
     lineage = [*before.get("lineage", []), {**{k: before.get(k) for k in ("run", "settings", "commit", "dense_fit")},
                                              "init_from": ((before.get("continued") or {}).get("from") or {}).get("bundle")}]
     return {**row, "continued": {"round": row["dense"], "dev_real": row["dev_real_dense"], "from": start},
@@ -124,6 +131,7 @@ def ship_command(args) -> None:
         task = run["settings"]["task"]
         dev_scores = dev_real_by_round(task, Path(run_dir), run, Path(args.dev_real))
         dense, chosen, met = pick(run, dev_scores)
+        check_continued(str(run_dir), task, dense, before.get(task))
         src = Path(run_dir) / "bundles" / chosen["bundle"]
         for old in out.glob(f"{task}*.ts"):
             old.unlink()
