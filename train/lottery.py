@@ -183,6 +183,12 @@ class LotteryRun:
         point, the teacher of ``--distill`` and the rewind point; fractions removed, ``--target`` and
         ``--min-keep`` stay relative to the dense parent the bundle was trimmed from (the task's full-width
         network, as its card records)."""
+        if getattr(self, "_start", None) is None:  # (the framing is asked before the data loads: rebuilt once)
+            self._start = self._from_bundle(path)
+        net, state, info = self._start
+        return net, copy.deepcopy(state), info
+
+    def _from_bundle(self, path: Path) -> tuple[FrameNet, dict, dict]:
         a = self.a
         if a.mode != "trim" or a.reset != "finetune":
             raise UserError("--init-from a bundle continues its trimming: it needs --mode trim --reset finetune")
