@@ -18,8 +18,11 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+from jack_errors import jackd_failed
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = f"edgemirsoak{os.getpid()}"
@@ -28,9 +31,13 @@ ENV = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_DEFAULT_SERVER=SERVER
 
 
 def jackd() -> subprocess.Popen:
+    err = tempfile.TemporaryFile()
     j = subprocess.Popen(["jackd", "-n", SERVER, "-d", "dummy", "-r", "48000", "-p", "256"], env=ENV,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                         stdout=subprocess.DEVNULL, stderr=err)
     subprocess.run(["jack_wait", "-w", "-t", "10"], env=ENV, capture_output=True)
+    if j.poll() is not None:
+        err.seek(0)
+        sys.exit(jackd_failed(err.read().decode(errors="replace")))
     return j
 
 

@@ -16,11 +16,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 import pytest
 from conftest import ROOT
+from jack_errors import jackd_failed
 
 pytestmark = pytest.mark.skipif(shutil.which("jackd") is None, reason="jackd (Debian jackd2) not installed")
 
@@ -29,11 +31,13 @@ SERVER = f"edgemirtest{os.getpid()}"
 
 def _jackd(sync: bool):
     env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_DEFAULT_SERVER=SERVER)
+    err = tempfile.TemporaryFile()
     proc = subprocess.Popen(["jackd", *(["-S"] if sync else []), "-n", SERVER, "-d", "dummy", "-r", "16000", "-p", "160",
-                             "-C", "2", "-P", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "-C", "2", "-P", "2"], env=env, stdout=subprocess.DEVNULL, stderr=err)
     time.sleep(1.5)
     if proc.poll() is not None:
-        pytest.fail("jackd did not start")
+        err.seek(0)
+        pytest.fail(jackd_failed(err.read().decode(errors="replace")))
     yield env
     proc.terminate()
     proc.wait(10)
