@@ -116,6 +116,10 @@ def card_summary(path: Path, card: dict) -> list[str]:
             lines.append(f"  {split:<11} {shown}" + (f" ({sc['items']} items)" if "items" in sc else ""))
     if card.get("decoder"):
         lines.append(f"  decoder     {json.dumps(card['decoder'])}")
+    train = (card.get("training_data") or {}).get("train")
+    if train:  # (cards written before December 2026 do not say)
+        lines.append(f"  trained on  generator {train.get('generator_version')}, {train.get('minutes')} min, "
+                     f"{len(train.get('soundfonts') or [])} SoundFonts and kits")
     return lines
 
 

@@ -214,8 +214,15 @@ def test_lottery_starts_from_a_fit_run(tiny_data, tmp_path):
     assert rounds[0]["dense_fit"]["epochs"] == fitted["settings"]["epochs"] != run["settings"]["epochs"]
     from edgemir.bundle import read_card
 
+    made = json.loads((tiny_data("onset") / "train" / "manifest.json").read_text())
     for rd in rounds:
-        assert read_card(tmp_path / "lt" / "bundles" / rd["bundle"])["frontend"]["n_fft"] == 1024
+        card = read_card(tmp_path / "lt" / "bundles" / rd["bundle"])
+        assert card["frontend"]["n_fft"] == 1024
+        # the card says what the bundle was trained on, as `train data` wrote it
+        assert card["training_data"]["train"]["generator_version"] == made["generator_version"]
+        assert card["training_data"]["train"]["soundfonts"] == made["soundfonts"]
+    r = run_cli([sys.executable, "-m", "edgemir", "info", str(tmp_path / "lt" / "bundles" / rounds[1]["bundle"])])
+    assert f"trained on  generator {made['generator_version']}, {made['minutes']} min" in r.stdout.decode()
 
 
 def test_lottery_continues_a_trimmed_bundles_lineage(tiny_data, tmp_path):

@@ -3,6 +3,7 @@ spectral-domain augmentation (gain, EQ, noise; pitch shift by log-frequency crop
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,19 @@ def frame_targets(task: str, path: Path, n: int) -> np.ndarray:
             y[(t >= a) & (t < b)] = spec.classes.index(lab)
         return y
     return np.full(n, spec.classes.index(ann.read_label(path, spec.classes)), np.int64)
+
+
+def training_data(root: Path | str) -> dict:
+    """What a run trained on, from the manifests ``train data`` wrote in ``root``/train, valid and test: per
+    split the generator version, minutes, seed and SoundFonts (a bundle's card records it)."""
+    root = Path(root)
+    out: dict = {"folder": str(root)}
+    for split in ("train", "valid", "test"):
+        m = root / split / "manifest.json"
+        if m.is_file():
+            man = json.loads(m.read_text())
+            out[split] = {k: man.get(k) for k in ("generator_version", "minutes", "seed", "soundfonts")}
+    return out
 
 
 def load_split(task: str, folder: Path, limit: int | None = None, framing: Framing | None = None) -> list[Item]:

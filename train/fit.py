@@ -22,7 +22,7 @@ from edgemir.frontend import CENTRED, Framing
 from edgemir.labels import PITCH_BINS
 from edgemir.tasks import HEADLINE, REGISTRY, make_decoder
 from train import metrics
-from train.dataset import IGNORE, Batcher, Item, load_split, pitch_salience_target
+from train.dataset import IGNORE, Batcher, Item, load_split, pitch_salience_target, training_data
 from train.export import task_model
 from train.nets import FrameNet, build, net_framing
 
@@ -341,7 +341,8 @@ def fit_command(args) -> None:
     train_s = time.time() - t_start + sum(h["seconds"] for h in info["history"][:info["resumed_epochs"]])
     card = export(args.task, net, out / f"{args.task}-dense.ts",
                   {"scores": {"test": test_summary, "valid": valid_summary}, "round": 0, "fraction_removed": 0.0,
-                   "mode": "dense", "seed": args.seed, "train_seconds": round(train_s, 1)}, decoder=kw)
+                   "mode": "dense", "seed": args.seed, "train_seconds": round(train_s, 1),
+                   "training_data": training_data(args.data)}, decoder=kw)
     settings = {k: getattr(args, k) for k in FIT_SETTINGS} | {"framing": key["framing"]}
     if getattr(args, "lookahead", None) is not None:
         settings["lookahead"] = args.lookahead

@@ -21,7 +21,7 @@ from rich.console import Console
 from edgemir.errors import UserError
 from edgemir.frontend import CENTRED, Framing
 from edgemir.tasks import HEADLINE, REGISTRY
-from train.dataset import Batcher
+from train.dataset import Batcher, training_data
 from train.export import export, rebuilt
 from train.fit import apply_masks, fit_framing, load_data, seed_all, train_epochs, tune_and_score
 from train.nets import FrameNet, NetConfig, build, count_nonzero, count_params, net_framing
@@ -137,7 +137,8 @@ class LotteryRun:
                 "scope": self.a.scope, "reset": self.a.reset, "seed": self.a.seed, "rewind_epoch": self.a.rewind_epoch,
                 "min_keep": self.a.min_keep, "distill": self.a.distill, "rate": rate, "target": self.a.target,
                 "fraction_removed": round(1 - remaining, 4), "dense_params": dense,
-                "scores": {"valid": valid, "test": test}, "train_seconds": round(time.time() - t0, 1)}
+                "scores": {"valid": valid, "test": test}, "train_seconds": round(time.time() - t0, 1),
+                "training_data": training_data(self.a.data)}
         if "dense_fit" in train_info:  # round 0 came from a `train fit` run
             info["dense_fit"] = train_info["dense_fit"]
         path = self.out / "bundles" / f"{task}-{self.a.mode}-r{rnd:02d}.ts"

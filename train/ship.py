@@ -19,6 +19,7 @@ from edgemir.bundle import load_bundle, read_card
 from edgemir.errors import UserError
 from edgemir.tasks import HEADLINE
 from train import annotations as ann
+from train.dataset import training_data
 from train.metrics import evaluate_folders
 from train.report import RESCORED, load_run
 
@@ -86,14 +87,12 @@ def analyzed_scores(task: str, bundle: Path, folder: Path) -> dict | None:
 
 def _generator(folder: Path) -> str | None:
     """The generator version a split was rendered with (its manifest)."""
-    m = folder / "manifest.json"
-    return json.loads(m.read_text()).get("generator_version") if m.is_file() else None
+    return training_data(folder.parent).get(folder.name, {}).get("generator_version")
 
 
 def _train_banks(folder: Path) -> list[str]:
     """The SoundFonts a training split was rendered with (its manifest)."""
-    m = folder / "manifest.json"
-    return json.loads(m.read_text()).get("soundfonts", []) if m.is_file() else []
+    return training_data(folder.parent).get(folder.name, {}).get("soundfonts") or []
 
 
 def check_continued(run: str, task: str, dense: dict, before: dict | None) -> None:
