@@ -41,21 +41,26 @@ class PitchDecoder(Decoder):
     """f0 from the cents row that the engine's pitch refiner appends (the salience's weighted average, refined
     by the STFT phase on steady tones); voicing from the voicing output.
 
-    Input rows: salience bins, voicing, cents above C1. Unvoiced frames carry the negated estimate (mir_eval's
-    convention)."""
+    Input rows: salience bins, voicing, cents above C1, steady (1 where the refiner read the same partials'
+    f0 from two successive frame pairs). A frame is voiced when its voicing reaches ``threshold``, or, with
+    ``steady`` set, when the refiner found it steady and its voicing reaches ``steady``: a tuner's held note
+    whose timbre the model is unsure of (a plucked low string with a weak fundamental) is still read.
+    Unvoiced frames carry the negated estimate (mir_eval's convention)."""
 
     task = "pitch"
 
-    def __init__(self, threshold: float = 0.5) -> None:
+    def __init__(self, threshold: float = 0.5, steady: float | None = None) -> None:
         self.threshold = threshold
+        self.steady = threshold if steady is None else min(steady, threshold)
 
     def push(self, probs, first, levels):
-        voicing, cents = probs[-2], probs[-1]
+        voicing, cents, steady = probs[-3], probs[-2], probs[-1]
         out = []
         for k in range(probs.shape[1]):
             f0 = PITCH_FMIN * 2 ** (float(cents[k]) / 1200)
             v = float(voicing[k])
-            out.append(Event(frame_time(first + k), self.task, f0 if v >= self.threshold else -f0, v, first + k))
+            on = v >= self.threshold or (steady[k] > 0.5 and v >= self.steady)
+            out.append(Event(frame_time(first + k), self.task, f0 if on else -f0, v, first + k))
         return out
 
 

@@ -176,7 +176,8 @@ class PitchRefiner:
     the wrong way). Below ``low_hz`` the model's estimate cannot place a lone partial closer than an STFT bin
     (on a pure sine it swings by hundreds of cents from frame to frame): there the partial is sought within
     ``spread_hz`` of it and only the signal's phases decide what is steady. The result is appended to the
-    probabilities as one more row (cents above C1), which the pitch decoder reads."""
+    probabilities as two more rows (cents above C1, and 1 where the frame was steady), which the pitch decoder
+    reads."""
 
     # max_cents 100 against 15 (tuner tones within ±2 cents on the right note, of 69 each): harmonic 65 vs 56,
     # sine 51 vs 22, pluck 63 vs 56; dev-real RPA 0.8807 vs 0.8802. A neighbouring partial read by mistake is
@@ -237,7 +238,8 @@ class PitchRefiner:
             self.frames.append(row)
 
     def apply(self, probs: np.ndarray, first: int) -> np.ndarray:
-        """[bins + 1, T] salience and voicing for output frames first.. -> [bins + 2, T] with refined cents."""
+        """[bins + 1, T] salience and voicing for output frames first.. -> [bins + 3, T] with refined cents and
+        the steady flag."""
         cents = coarse_cents(probs[:-1])
         js = first + np.arange(len(cents)) + min(self.la, 0)  # the newer frame of each pair
         # the frames with a pair: a contiguous run that reaches the block's end (none only at a stream's start)
@@ -250,6 +252,7 @@ class PitchRefiner:
         if len(cents):
             self.prev = float(cents[-1])
         f = np.full(len(cents), np.nan)
+        steady = np.zeros(len(cents), probs.dtype)
         if len(sel):
             fc = PITCH_FMIN * 2 ** (cents[sel] / 1200)
             low = fc < self.low_hz
@@ -259,6 +262,7 @@ class PitchRefiner:
                 good = (np.abs(1200 * np.log2(f[sel] / older)) < self.steady_cents) & (
                     low | (np.abs(cents[sel] - prev[sel]) < self.steady_cents))
             out[sel[good]] = 1200 * np.log2(f[sel][good] / PITCH_FMIN)
+            steady[sel[good]] = 1.0
         if len(cents):
             self.prev_f = float(f[-1])
         # later outputs never look further back than the next frame pair: drop what is older (a block's
@@ -267,4 +271,4 @@ class PitchRefiner:
         while self.frames and self.first < oldest:
             self.frames.popleft()
             self.first += 1
-        return np.concatenate([probs, out[None, :].astype(probs.dtype)])
+        return np.concatenate([probs, out[None, :].astype(probs.dtype), steady[None, :]])

@@ -74,13 +74,16 @@ def _per_class(classes: tuple[str, ...]):
 def _floats(v) -> tuple[float, ...]:
     return tuple(float(x) for x in v)
 _EVENTS_GRID = tuple({"threshold": t, "window": w} for w in WINDOWS for t in THRESHOLDS)
+# pitch voicing: a threshold, and optionally a lower one for the frames the refiner finds steady (held notes)
+_PITCH_GRID = tuple({"threshold": t} for t in THRESHOLDS) + tuple(
+    {"threshold": t, "steady": s} for t in THRESHOLDS for s in (0.3, 0.5, 0.7) if s < t)
 
 REGISTRY: dict[str, Task] = {t.name: t for t in (
     # 20-cent bins from C1: the salience axis itself (input bin k = output bin k). RPA ignores the voicing
     # decision (it scores unvoiced guesses too), so voicing thresholds are tuned on overall accuracy.
     Task("pitch", "f0", ".f0.csv", (), "sigmoid",
          {"kind": "logfreq", "bins_per_octave": 60, "n_bins": 420, "fmin": PITCH_FMIN}, PitchDecoder,
-         tuple({"threshold": t} for t in THRESHOLDS), "rpa", "overall_accuracy", "salience", "/edgemir/pitch",
+         _PITCH_GRID, "rpa", "overall_accuracy", "salience", "/edgemir/pitch",
          {"pitch_voicing": ("threshold", float, _unit, "a number in 0..1")}, live_block=2, refine=True),
     Task("onset", "times", ".onsets", ("onset",), "sigmoid", _MEL80_CAUSAL, OnsetDecoder, _EVENTS_GRID, "f", "f", "bce",
          "/edgemir/onset", {"onset": ("threshold", float, _unit, "a number in 0..1")}, live_block=1),

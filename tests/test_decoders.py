@@ -61,12 +61,17 @@ def test_pitch_weighted_average_and_voicing():
     p[:PITCH_BINS] = np.exp(-((c[:, None] - target_cents) ** 2) / (2 * 25**2))
     p[PITCH_BINS, :5] = 0.9
     p[PITCH_BINS, 5:] = 0.1
-    p = np.concatenate([p, coarse_cents(p[:PITCH_BINS])[None, :]])  # the row the engine's refiner appends
+    p[PITCH_BINS, 7:] = 0.4
+    steady = (np.arange(T) >= 8).astype(np.float32)  # the refiner found the last two frames steady
+    p = np.concatenate([p, coarse_cents(p[:PITCH_BINS])[None, :], steady[None, :]])  # the rows the refiner appends
     ev = _blocks(PitchDecoder(threshold=0.5), p)
     f = PITCH_FMIN * 2 ** (target_cents / 1200)
     assert len(ev) == T
     assert all(abs(e.value - f) / f < 0.002 for e in ev[:5])
     assert all(e.value < 0 and abs(-e.value - f) / f < 0.002 for e in ev[5:])
+    # with a lower threshold for steady frames, only the steady frames over it are voiced
+    ev = _blocks(PitchDecoder(threshold=0.5, steady=0.3), p)
+    assert [e.value > 0 for e in ev] == [True] * 5 + [False] * 3 + [True] * 2
 
 
 def test_chord_smoothing_ignores_blips():
