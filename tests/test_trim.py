@@ -196,6 +196,14 @@ def test_salience_output_stage_is_never_trimmed():
             remove_units(net, g, idx)
     assert net.conv2d[-1].out_channels == last
     assert sum(p.numel() for p in net.parameters()) < 0.3 * before
+    # on request it is trimmed too, its units weighed by the head's weight on them: a unit the head ignores goes
+    with torch.no_grad():
+        net.head.weight[0, 3] = 0.0
+    scores = importance(net, "batchnorm", with_output_stage=True)
+    out = Group("conv2d", len(net.conv2d) - 1)
+    assert np.argmin(scores[out]) == 3 and scores[out][3] == 0.0
+    removal = plan(net, {out: scores[out]}, 0.2, "global")
+    assert 3 in removal[out]
 
 
 def test_width_floor_keeps_a_fraction_of_every_dense_layer():

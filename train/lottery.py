@@ -97,7 +97,7 @@ class LotteryRun:
     def settings(self) -> dict:
         a = self.a
         keys = ("task", "mode", "criterion", "scope", "reset", "rounds", "rate", "rewind_epoch", "epochs", "batch",
-                "lr", "seed", "width", "steps", "min_keep", "distill", "target")
+                "lr", "seed", "width", "steps", "min_keep", "distill", "target", "trim_output_stage")
         parent = getattr(a, "init_from", None)
         return {k: getattr(a, k) for k in keys} | {"init_from": str(parent) if parent else None}
 
@@ -114,6 +114,7 @@ class LotteryRun:
         st = torch.load(self.state_path, weights_only=True)
         now = self.settings()
         st["settings"].setdefault("min_keep", 0.0)  # runs from before --min-keep
+        st["settings"].setdefault("trim_output_stage", False)  # and before --trim-output-stage
         st["settings"].setdefault("distill", 0.0)  # runs from before --distill
         st["settings"].setdefault("target", 0.0)  # runs from before --target
         diff = [f"--{k.replace('_', '-')} {v} (asked {now.get(k)})" for k, v in st["settings"].items()
@@ -288,7 +289,8 @@ class LotteryRun:
             b = Batcher(a.task, data["train"], trained.receptive_field, trained.lookahead, seed=a.seed + rnd)
             masks = None
             if a.mode == "trim":
-                scores, floor = importance(trained, a.criterion, self.calibration(data, trained), a.task), self.floor(st)
+                scores, floor = importance(trained, a.criterion, self.calibration(data, trained), a.task,
+                                           a.trim_output_stage), self.floor(st)
                 rate = a.rate if not a.target else landing_rate(trained, scores, a.rate, a.scope, self.goal(st),
                                                                 floor=floor)
                 removal = plan(trained, scores, rate, a.scope, floor=floor)
@@ -305,7 +307,8 @@ class LotteryRun:
                     apply_plan(net, removal)
             elif a.criterion != "magnitude":  # the trim plan, made on the survivors, applied as masks
                 alive = without_masked(trained, st.get("units"))
-                scores, floor = importance(alive, a.criterion, self.calibration(data, alive), a.task), self.floor(st)
+                scores, floor = importance(alive, a.criterion, self.calibration(data, alive), a.task,
+                                           a.trim_output_stage), self.floor(st)
                 rate = a.rate if not a.target else landing_rate(alive, scores, a.rate, a.scope, self.goal(st),
                                                                 floor=floor)
                 st["units"] = masked_units(plan(alive, scores, rate, a.scope, floor=floor), st.get("units"),

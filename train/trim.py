@@ -42,14 +42,20 @@ def groups(net: FrameNet) -> list[Group]:
     return out
 
 
-def trimmable(net: FrameNet) -> list[Group]:
+def output_stage(net: FrameNet) -> Group | None:
+    """A salience net's last conv layer, whose units the 1x1 head weighs with both signs."""
+    return Group("conv2d", len(net.conv2d) - 1) if net.salience else None
+
+
+def trimmable(net: FrameNet, with_output_stage: bool = False) -> list[Group]:
     """The groups a plan may shrink. A salience net's last conv layer is part of its output stage:
     the 1x1 head weighs its units with both signs and the voicing is the maximum over bins, so
     removing the few positive-weight units left only suppressors and the voicing could not recover
-    (pitch round 2: loss stuck at 1.4, RPA 0.02, twice); like the output layer, it is kept whole."""
+    (pitch round 2: loss stuck at 1.4, RPA 0.02, twice); like the output layer, it is kept whole unless
+    ``with_output_stage`` (then ``importance`` weighs its units by what the head gives them)."""
     gs = groups(net)
-    if net.salience:
-        gs.remove(Group("conv2d", len(net.conv2d) - 1))
+    if net.salience and not with_output_stage:
+        gs.remove(output_stage(net))
     return gs
 
 
@@ -279,9 +285,18 @@ def frame_classes(task: str, target: torch.Tensor) -> np.ndarray:
 
 
 def importance(net: FrameNet, criterion: str, calib: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-               task: str = "") -> dict[Group, np.ndarray]:
-    """Per-unit scores (higher = keep) for every trimmable group."""
-    gs = trimmable(net)
+               task: str = "", with_output_stage: bool = False) -> dict[Group, np.ndarray]:
+    """Per-unit scores (higher = keep) for every trimmable group; the output stage's (``trimmable``) are
+    multiplied by the magnitude of the head's weight on each unit, what the unit can add to the salience."""
+    scores = _importance(net, criterion, calib, task, trimmable(net, with_output_stage))
+    g = output_stage(net)
+    if g in scores:
+        scores[g] = scores[g] * net.head.weight.detach().abs().reshape(-1).numpy()
+    return scores
+
+
+def _importance(net: FrameNet, criterion: str, calib: list[tuple[torch.Tensor, torch.Tensor]] | None, task: str,
+                gs: list[Group]) -> dict[Group, np.ndarray]:
     if criterion == "magnitude":
         return {g: _unit_weights(net, g).detach().numpy() for g in gs}
     if criterion == "batchnorm":  # |gamma|; a GRU has no BN, its units fall back to magnitude
