@@ -140,6 +140,8 @@ class LotteryRun:
                 "fraction_removed": round(1 - remaining, 4), "dense_params": dense,
                 "scores": {"valid": valid, "test": test}, "train_seconds": round(time.time() - t0, 1),
                 "training_data": training_data(self.a.data)}
+        if self.a.trim_output_stage:
+            info["trim_output_stage"] = True
         if "dense_fit" in train_info:  # round 0 came from a `train fit` run
             info["dense_fit"] = train_info["dense_fit"]
         path = self.out / "bundles" / f"{task}-{self.a.mode}-r{rnd:02d}.ts"
