@@ -112,7 +112,7 @@ def continued(row: dict, before: dict | None) -> dict:
     if "bundle" not in start:
         return row
     check_continued(row["run"], row["task"], row["dense"], before)
-    lineage = [*before.get("lineage", []), {**{k: before.get(k) for k in ("run", "settings", "commit", "dense_fit")},
+    lineage = [*before.get("lineage", []), {**{k: before.get(k) for k in ("run", "settings", "commit", "dense_fit", "data")},
                                              "init_from": ((before.get("continued") or {}).get("from") or {}).get("bundle")}]
     return {**row, "continued": {"round": row["dense"], "dev_real": row["dev_real_dense"], "from": start},
             "dense": before["dense"], "dev_real_dense": before["dev_real_dense"],
@@ -145,6 +145,7 @@ def ship_command(args) -> None:
         analyzed = analyzed_scores(task, dst, Path(args.data_root) / task / "test")
         banks = _train_banks(Path(args.data_root) / task / "train")
         rows.append({"commit": chosen.get("commit", "unknown"), "analyze_test": analyzed, "train_soundfonts": banks,
+                     "data": str(Path(args.data_root) / task),
                      "test_generator": _generator(Path(args.data_root) / task / "test"),
                      "task": task, "run": str(run_dir), "settings": run["settings"], "dense": dense, "shipped": chosen,
                      "within_1pt": met, "removed_90": chosen["fraction_removed"] >= 0.9, "retuned": retuned,
@@ -215,9 +216,10 @@ def _fmt_dev(d: dict | None, task: str) -> str:
     return f"{d[HEADLINE[task]]:.3f}"
 
 
-def _lottery_line(run: str, s: dict, fit: dict | None, bundle: str | None = None) -> str:
+def _lottery_line(run: str, s: dict, fit: dict | None, bundle: str | None = None, data: str | None = None) -> str:
     start = bundle or (fit and fit["run"])
-    return (f"python -m train lottery --task {s['task']} --data data/{s['task']} --out {run} --mode {s['mode']} "
+    return (f"python -m train lottery --task {s['task']} --data {data or 'data/' + s['task']} --out {run} "
+            f"--mode {s['mode']} "
             f"--criterion {s['criterion']} --scope {s['scope']} --reset {s['reset']} --rounds {s['rounds']} "
             f"--rate {s['rate']} --rewind-epoch {s['rewind_epoch']} --epochs {s['epochs']} --steps {s['steps']} "
             f"--width {s['width']} --seed {s['seed']}" + (f" --min-keep {s['min_keep']}" if s.get("min_keep") else "")
@@ -273,23 +275,24 @@ def results_markdown(rows: list[dict]) -> str:
     for r in rows:
         L.append(f"# {r['task']}: commit {r.get('commit', 'unknown')}")
         fit = r.get("dense_fit")
+        data = r.get("data") or f"data/{r['task']}"  # (rows shipped before it was recorded: data/<task>)
         if fit:
             s = r["settings"]
-            L.append(f"python -m train fit --task {s['task']} --data data/{s['task']} --out {fit['run']} "
+            L.append(f"python -m train fit --task {s['task']} --data {data} --out {fit['run']} "
                      f"--epochs {fit['epochs']} --steps {fit['steps']} --width {s['width']} --seed {s['seed']}")
         for step in r.get("lineage", []):  # the runs whose shipped bundle the next one continued
-            line = _lottery_line(step["run"], step["settings"], step.get("dense_fit"), step.get("init_from"))
+            line = _lottery_line(step["run"], step["settings"], step.get("dense_fit"), step.get("init_from"),
+                                 step.get("data"))
             L.append(f"{line}  # commit {step.get('commit')}")
         cont = (r.get("continued") or {}).get("from")
-        L.append(_lottery_line(r["run"], r["settings"], None if cont else fit, cont and cont["bundle"]))
-        s = r["settings"]
+        L.append(_lottery_line(r["run"], r["settings"], None if cont else fit, cont and cont["bundle"], data))
         if r.get("rescored"):
-            L.append(f"python -m train rescore {r['run']} --data data/{s['task']} --reason '...'")
+            L.append(f"python -m train rescore {r['run']} --data {data} --reason '...'")
         plain = [b for b in r.get("retuned", []) if b not in r.get("aligned", [])]
         if plain:
-            L.append(f"python -m train retune {' '.join(plain)} --data data/{s['task']} --reason '...'")
+            L.append(f"python -m train retune {' '.join(plain)} --data {data} --reason '...'")
         if r.get("aligned"):
-            L.append(f"python -m train retune {' '.join(r['aligned'])} --data data/{s['task']} --align --reason '...'")
+            L.append(f"python -m train retune {' '.join(r['aligned'])} --data {data} --align --reason '...'")
     L.append("python -m train ship " + " ".join(r["run"] for r in rows))
     L += ["```", ""]
     return "\n".join(L)

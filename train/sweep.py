@@ -119,7 +119,7 @@ def ensure_data(task: str, data_root: Path) -> list[list[str]]:
         if not (out / "manifest.json").exists():
             cmds.append([sys.executable, "-m", "train", "data", "--task", task, "--split", split, "--minutes",
                          str(minutes), "--seed", str(r["data"].get("seed", 1)), "--out", str(out),
-                         "--generator", str(r["data"]["generator"])])
+                         "--generator", str(r["data"].get(f"{split}_generator", r["data"]["generator"]))])
     return cmds
 
 
