@@ -36,8 +36,7 @@ def jackd() -> subprocess.Popen:
                          stdout=subprocess.DEVNULL, stderr=err)
     subprocess.run(["jack_wait", "-w", "-t", "10"], env=ENV, capture_output=True)
     if j.poll() is not None:
-        err.seek(0)
-        sys.exit(jackd_failed(err.read().decode(errors="replace")))
+        sys.exit(jackd_failed(err))
     return j
 
 
