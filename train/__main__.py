@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weight of the dense parent's soft outputs in each round's loss (0: off, 1: only them)")
     lt.add_argument("--trim-output-stage", action="store_true",
                     help="also trim a salience net's last conv layer (kept whole by default), its units weighed by "
-                         "the head's weight on them")
+                         "the head's weight on them; use with --scope local (a global cutoff removed every unit the "
+                         "head weighs positively)")
     lt.add_argument("--target", type=float, default=0.0,
                     help="stop at the round that removes this fraction of the dense parameters, landing on it "
                          "(0: run all --rounds)")
